@@ -1,0 +1,292 @@
+"""Assessment entities: what a scorer returns (`Feedback`) and what the sinks store (`Assessment`).
+
+Field names follow MLflow (`source_type`, `error_code`, ...) so code written for
+`mlflow.entities` ports by changing an import; short aliases (`type`, `code`) exist too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+__all__ = [
+    "Assessment",
+    "AssessmentError",
+    "AssessmentSource",
+    "AssessmentSourceType",
+    "Expectation",
+    "Feedback",
+    "Outcome",
+    "State",
+    "assessments_for",
+    "numeric_value",
+    "outcome_of",
+]
+
+Outcome = Literal["pass", "fail", "error", "value"]
+"""How an assessment counts in aggregates and the `result` metric label."""
+
+State = Literal["scored", "error", "skipped"]
+"""The one final state of a sampled (trace, scorer) pair."""
+
+
+class AssessmentSourceType:
+    HUMAN = "HUMAN"
+    CODE = "CODE"
+    LLM_JUDGE = "LLM_JUDGE"
+
+
+@dataclass(slots=True, frozen=True)
+class AssessmentSource:
+    """Who produced an assessment: a human, code, or an LLM judge, and which one."""
+
+    source_type: str = AssessmentSourceType.CODE
+    source_id: str = "tracewatch"
+
+    @property
+    def type(self) -> str:
+        return self.source_type
+
+    @property
+    def id(self) -> str:
+        return self.source_id
+
+    def to_dict(self) -> dict[str, str]:
+        return {"source_type": self.source_type, "source_id": self.source_id}
+
+
+@dataclass(slots=True, frozen=True)
+class AssessmentError:
+    """Why a scorer could not produce a value (`SCORER_ERROR`, `JUDGE_TIMEOUT`, ...)."""
+
+    error_code: str
+    error_message: str = ""
+    stack_trace: str | None = None
+
+    @property
+    def code(self) -> str:
+        return self.error_code
+
+    @property
+    def message(self) -> str:
+        return self.error_message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "stack_trace": self.stack_trace,
+        }
+
+
+@dataclass(slots=True)
+class Feedback:
+    """A scorer's verdict on a trace, as in `mlflow.entities.Feedback`.
+
+    Exactly one of `value` and `error` is meaningful: a feedback with `error` set has no value.
+    """
+
+    value: Any = None
+    rationale: str | None = None
+    name: str | None = None
+    source: AssessmentSource | None = None
+    metadata: dict[str, Any] | None = None
+    error: AssessmentError | Exception | None = None
+    span_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.error, Exception):
+            exc = self.error
+            self.error = AssessmentError(type(exc).__name__, str(exc))
+
+
+@dataclass(slots=True)
+class Expectation:
+    """Ground truth for a trace (an expected answer, facts, documents, tool calls)."""
+
+    name: str
+    value: Any
+    source: AssessmentSource | None = None
+    metadata: dict[str, Any] | None = None
+
+
+_PASS = {"yes", "pass", "true"}
+_FAIL = {"no", "fail", "false"}
+
+
+def outcome_of(value: Any, error: AssessmentError | None) -> Outcome:
+    """Classify a result: bools and "yes"/"no" are pass/fail, numbers are values."""
+    if error is not None:
+        return "error"
+    if isinstance(value, bool):
+        return "pass" if value else "fail"
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in _PASS:
+            return "pass"
+        if low in _FAIL:
+            return "fail"
+    return "value"
+
+
+def numeric_value(value: Any) -> float | None:
+    """The number an aggregate or histogram sees: bools and yes/no as 1/0, else numbers."""
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in _PASS:
+            return 1.0
+        if low in _FAIL:
+            return 0.0
+    return None
+
+
+@dataclass(slots=True)
+class Assessment:
+    """One stored result: a scorer's feedback on a trace, or the record of why there is none.
+
+    `state` is the pair's final state; `skip_reason` is set only when `state == "skipped"`.
+    """
+
+    trace_id: str
+    experiment_id: str
+    scorer: str
+    name: str
+    scorer_version: int = 1
+    value: Any = None
+    rationale: str | None = None
+    error: AssessmentError | None = None
+    source: AssessmentSource = field(default_factory=AssessmentSource)
+    duration_s: float = 0.0
+    created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    state: State = "scored"
+    skip_reason: str | None = None
+    metadata: Mapping[str, Any] | None = None
+    trace_end_ms: int | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        return outcome_of(self.value, self.error)
+
+    @property
+    def numeric(self) -> float | None:
+        return None if self.error is not None else numeric_value(self.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trace_id": self.trace_id,
+            "experiment_id": self.experiment_id,
+            "scorer": self.scorer,
+            "scorer_version": self.scorer_version,
+            "name": self.name,
+            "state": self.state,
+            "skip_reason": self.skip_reason,
+            "value": self.value,
+            "outcome": self.outcome if self.state != "skipped" else None,
+            "rationale": self.rationale,
+            "error": None if self.error is None else self.error.to_dict(),
+            "source": self.source.to_dict(),
+            "duration_s": self.duration_s,
+            "created_ms": self.created_ms,
+            "metadata": dict(self.metadata) if self.metadata else None,
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict(), default=str)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Assessment:
+        err = d.get("error")
+        src = d.get("source") or {}
+        return cls(
+            trace_id=d["trace_id"],
+            experiment_id=d.get("experiment_id", "0"),
+            scorer=d["scorer"],
+            name=d.get("name") or d["scorer"],
+            scorer_version=int(d.get("scorer_version", 1)),
+            value=d.get("value"),
+            rationale=d.get("rationale"),
+            error=None
+            if not err
+            else AssessmentError(err["error_code"], err.get("error_message", ""), err.get("stack_trace")),
+            source=AssessmentSource(
+                src.get("source_type", AssessmentSourceType.CODE), src.get("source_id", "tracewatch")
+            ),
+            duration_s=float(d.get("duration_s", 0.0)),
+            created_ms=int(d.get("created_ms", 0)),
+            state=d.get("state", "scored"),
+            skip_reason=d.get("skip_reason"),
+            metadata=d.get("metadata"),
+        )
+
+
+_CODE_SOURCE_CACHE: dict[str, AssessmentSource] = {}
+
+
+def assessments_for(
+    trace_id: str,
+    experiment_id: str,
+    scorer: str,
+    *,
+    feedbacks: list[Feedback],
+    skip_reason: str | None = None,
+    duration_s: float = 0.0,
+    version: int = 1,
+    trace_end_ms: int | None = None,
+    created_ms: int | None = None,
+) -> list[Assessment]:
+    """The stored records of one sampled (trace, scorer) pair: one per feedback, or one skip.
+
+    This is the single place where a scorer's output becomes `Assessment`s, shared by the
+    worker and offline evaluation so both store exactly the same thing.
+    """
+    now = created_ms if created_ms is not None else int(time.time() * 1000)
+    if skip_reason is not None or not feedbacks:
+        return [
+            Assessment(
+                trace_id=trace_id,
+                experiment_id=experiment_id,
+                scorer=scorer,
+                name=scorer,
+                scorer_version=version,
+                duration_s=duration_s,
+                created_ms=now,
+                state="skipped",
+                skip_reason=skip_reason or "no_result",
+                trace_end_ms=trace_end_ms,
+            )
+        ]
+    out: list[Assessment] = []
+    for fb in feedbacks:
+        err = fb.error if isinstance(fb.error, AssessmentError) else None
+        src = fb.source
+        if src is None:
+            src = _CODE_SOURCE_CACHE.get(scorer)
+            if src is None:
+                src = _CODE_SOURCE_CACHE.setdefault(scorer, AssessmentSource(AssessmentSourceType.CODE, scorer))
+        out.append(
+            Assessment(
+                trace_id=trace_id,
+                experiment_id=experiment_id,
+                scorer=scorer,
+                name=fb.name or scorer,
+                scorer_version=version,
+                value=None if err is not None else fb.value,
+                rationale=fb.rationale,
+                error=err,
+                source=src,
+                duration_s=duration_s,
+                created_ms=now,
+                state="error" if err is not None else "scored",
+                metadata=fb.metadata,
+                trace_end_ms=trace_end_ms,
+            )
+        )
+    return out

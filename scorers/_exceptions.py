@@ -1,0 +1,74 @@
+"""Errors of the scorer domain.
+
+    ScorerError                 root of everything `scorers` raises
+    ├── DecodeError             a payload is not a valid MLflow trace (carries `reason`)
+    ├── ScorerDefinitionError   a scorer or judge is declared wrongly (bad template, bad return)
+    └── JudgeError              a judge call failed (carries `code`)
+        ├── JudgeTimeoutError   the judge did not answer within its timeout
+        ├── JudgeRateLimitError retries on 429 ran out
+        └── JudgeResponseError  the judge answered something we cannot parse
+
+`DecodeError.reason` is a short, bounded code (`not_json`, `too_large`, ...) used as a
+metric label and as the `tw-reason` header of dead-lettered messages.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DecodeError",
+    "JudgeError",
+    "JudgeRateLimitError",
+    "JudgeResponseError",
+    "JudgeTimeoutError",
+    "ScorerDefinitionError",
+    "ScorerError",
+]
+
+
+class ScorerError(Exception):
+    """Root of the errors raised by the `scorers` package."""
+
+
+class DecodeError(ScorerError):
+    """A payload is not a valid trace; `reason` is one of `DecodeError.REASONS`."""
+
+    REASONS = frozenset(
+        {
+            "not_json",
+            "not_object",
+            "missing_info",
+            "missing_trace_id",
+            "bad_trace_id",
+            "bad_spans",
+            "too_large",
+            "bad_compression",
+        }
+    )
+
+    def __init__(self, reason: str, message: str) -> None:
+        assert reason in self.REASONS, reason
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class ScorerDefinitionError(ScorerError, TypeError):
+    """A scorer, judge or template is declared wrongly; raised when it is defined."""
+
+
+class JudgeError(ScorerError):
+    """A judge call failed; `code` becomes the error code of the resulting feedback."""
+
+    code = "JUDGE_ERROR"
+
+
+class JudgeTimeoutError(JudgeError):
+    code = "JUDGE_TIMEOUT"
+
+
+class JudgeRateLimitError(JudgeError):
+    code = "JUDGE_RATE_LIMITED"
+
+
+class JudgeResponseError(JudgeError):
+    code = "JUDGE_BAD_RESPONSE"

@@ -1,0 +1,23 @@
+"""The sinks of tracewatch: Redis (the serving store) and Prometheus (metrics).
+
+Depends on `scorers` (entity types) only. Importing it opens no clients and registers no
+metrics: `RedisSink` takes a client and `Metrics` a registry, both owned by the caller.
+"""
+
+from sinks._exceptions import SinkDataError, SinkError, SinkUnavailableError
+from sinks._keys import RedisKeys
+from sinks._prometheus import Metrics, MetricsServer, metrics_asgi_app, serve_metrics
+from sinks._redis import Aggregate, RedisSink
+
+__all__ = [
+    "Aggregate",
+    "Metrics",
+    "MetricsServer",
+    "RedisKeys",
+    "RedisSink",
+    "SinkDataError",
+    "SinkError",
+    "SinkUnavailableError",
+    "metrics_asgi_app",
+    "serve_metrics",
+]

@@ -1,0 +1,571 @@
+"""The Redis sink: the serving store of per-trace results, per-minute aggregates and coverage.
+
+The key layout is in `sinks._keys` (`RedisKeys`). Each sampled (trace, scorer) pair is written
+by one Lua script, atomically, and all pairs of a batch go out in one pipeline, so a batch costs
+one round trip however many pairs it holds.
+
+Idempotence. Delivery is at least once, so the script first sets a guard field
+`done:{scorer}:{version}` in the trace hash with `HSETNX`. If the guard was already there the
+pair is a replay: the script changes nothing and reports it as not new, and the worker counts
+Prometheus metrics only for new pairs, so metrics agree with Redis under redelivery. The guard
+holds the write's token (random per `write` call, or the caller's): a pipeline that the Redis
+client retried after a dropped connection, or a batch the worker retries with the same token,
+finds its own token and still reports the pair as new, without counting it twice.
+
+Aggregates count in the minute the trace ended (`trace_end_ms`, or the assessment's
+`created_ms` when unknown), not the minute it was scored, so they always equal a recomputation
+from the per-trace results, whatever the replays and delays.
+
+Exactness needs Redis configured as a store, not a cache:
+
+- `maxmemory-policy noeviction`: an evicted trace hash loses its guards, and its replay
+  would count again; an evicted aggregate silently loses counts. With `noeviction`, a full
+  Redis rejects the whole script up front (`OOM`), which surfaces as `SinkUnavailableError`.
+- persistence (AOF, `appendfsync everysec` or stricter): counts acknowledged before a
+  restart must survive it, because the worker commits Kafka offsets after a flush.
+- The guard lives as long as the trace hash (`trace_ttl`, renewed by each new pair of that
+  trace). A replay older than that counts again: keep `trace_ttl` above the Kafka retention
+  of the traces topic, or the longest replay you would ever run.
+
+Per-minute hashes get their TTL when created (their minute's data arrives within minutes),
+the trace hash on every new pair; all-time coverage (`cov:`) and the index sets never expire.
+A trace keeps the latest assessment per *name*: two scorers that emit the same feedback name
+on one trace overwrite each other's `a:{name}` field (both are still counted).
+
+The script builds key names on the server from the prefix, so it needs a standalone Redis
+(or a proxy that routes a whole script to one node), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import string
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from scorers import Assessment
+from sinks._exceptions import SinkDataError, SinkError, SinkUnavailableError
+from sinks._keys import RedisKeys, escape, minute_of, pair_state, summable, unescape
+
+__all__ = ["Aggregate", "RedisSink"]
+
+# The prefix and TTLs are baked into the script text (one script per sink configuration), so
+# that per pair the client packs, and Redis parses, only what varies. ARGV: 1 write token,
+# 2 trace_id, 3 experiment (escaped), 4 scorer, 5 scorer version, 6 pair state, 7
+# `skipped:{reason}` / `error:{code}` / ''; then 4 per assessment: name, JSON, code, minute. The
+# code is `-` (skipped: not aggregated), `pass`, `fail`, `error`, a number to add as a value,
+# or '' (counted only). Coverage per minute uses the first assessment's minute (ARGV[11]).
+_RECORD_LUA = """
+local P = __PREFIX__
+local token, scorer = ARGV[1], ARGV[4]
+local t = P .. 't:' .. ARGV[2]
+local guard = 'done:' .. scorer .. ':' .. ARGV[5]
+if redis.call('HSETNX', t, guard, token) == 0 then
+  if redis.call('HGET', t, guard) == token then return 1 end
+  return 0
+end
+local e = ARGV[3]
+local fields = {'exp', e}
+for i = 8, #ARGV, 4 do
+  local name, code = ARGV[i], ARGV[i + 2]
+  fields[#fields + 1] = 'a:' .. name
+  fields[#fields + 1] = ARGV[i + 1]
+  if code ~= '-' then
+    local agg = P .. 'agg:' .. e .. ':' .. name .. ':' .. ARGV[i + 3]
+    -- The first count of a minute sets its TTL and indexes the name; later ones need not.
+    if redis.call('HINCRBY', agg, 'count', 1) == 1 then
+      redis.call('PEXPIRE', agg, __AGGREGATE_TTL__)
+      redis.call('SADD', P .. 'names:' .. e, name)
+    end
+    if code == 'pass' then
+      redis.call('HINCRBY', agg, 'pass', 1)
+      redis.call('HINCRBYFLOAT', agg, 'sum', 1)
+    elseif code == 'fail' or code == 'error' then
+      redis.call('HINCRBY', agg, code, 1)
+    elseif code ~= '' then
+      redis.call('HINCRBY', agg, 'value', 1)
+      redis.call('HINCRBYFLOAT', agg, 'sum', code)
+    end
+  end
+end
+redis.call('HSET', t, unpack(fields))
+redis.call('PEXPIRE', t, __TRACE_TTL__)
+local state, detail = ARGV[6], ARGV[7]
+local cov = P .. 'cov:' .. e .. ':' .. scorer
+local covm = P .. 'covm:' .. e .. ':' .. scorer .. ':' .. ARGV[11]
+-- cov never expires, nor do the index sets, so the first pair of a state is enough to index.
+if redis.call('HINCRBY', cov, state, 1) == 1 then
+  redis.call('SADD', P .. 'experiments', e)
+  redis.call('SADD', P .. 'scorers:' .. e, scorer)
+end
+if redis.call('HINCRBY', covm, state, 1) == 1 then redis.call('PEXPIRE', covm, __AGGREGATE_TTL__) end
+if detail ~= '' then
+  redis.call('HINCRBY', cov, detail, 1)
+  redis.call('HINCRBY', covm, detail, 1)
+end
+return 1
+"""
+_LUA_PLAIN = frozenset(string.ascii_letters + string.digits + ":_.-")
+
+
+def _lua_literal(text: str) -> str:
+    """A Lua string literal of `text`, every unusual byte as a `\\ddd` escape: nothing to inject."""
+    out = ['"']
+    for ch in text:
+        if ch in _LUA_PLAIN:
+            out.append(ch)
+        else:
+            out.extend(f"\\{b:03d}" for b in ch.encode())
+    out.append('"')
+    return "".join(out)
+
+
+def _record_script(prefix: str, trace_ttl_ms: int, aggregate_ttl_ms: int) -> tuple[str, str]:
+    """The record script for one sink configuration, and its SHA1."""
+    text = (
+        _RECORD_LUA.replace("__PREFIX__", _lua_literal(prefix))
+        .replace("__TRACE_TTL__", str(trace_ttl_ms))
+        .replace("__AGGREGATE_TTL__", str(aggregate_ttl_ms))
+    )
+    return text, hashlib.sha1(text.encode()).hexdigest()
+
+
+_MAX_RANGE_MINUTES = 31 * 1440
+_UNAVAILABLE_PREFIXES = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+@dataclass(slots=True, frozen=True)
+class Aggregate:
+    """Counts of one assessment name in one experiment, summed over a range of minutes.
+
+    `count` is every scored or errored assessment; `passed`, `failed` and `errors` split it by
+    outcome; `values` counts numeric non-boolean results. `sum` adds every number, booleans as
+    1/0, so `mean` of a pass/fail scorer is its pass rate. String results that are neither
+    pass nor fail count only in `count`.
+    """
+
+    count: int = 0
+    sum: float = 0.0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    values: int = 0
+
+    @property
+    def pass_rate(self) -> float | None:
+        """Share of pass among pass and fail results; None when there were none."""
+        n = self.passed + self.failed
+        return self.passed / n if n else None
+
+    @property
+    def mean(self) -> float | None:
+        """Mean of the numeric results (booleans as 1/0); None when there were none."""
+        n = self.passed + self.failed + self.values
+        return self.sum / n if n else None
+
+    @property
+    def error_rate(self) -> float | None:
+        """Share of errors among all counted results; None when nothing was counted."""
+        return self.errors / self.count if self.count else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of the summary API, with the Redis field names."""
+        return {
+            "count": self.count,
+            "sum": self.sum,
+            "pass": self.passed,
+            "fail": self.failed,
+            "error": self.errors,
+            "value": self.values,
+            "pass_rate": self.pass_rate,
+            "mean": self.mean,
+            "error_rate": self.error_rate,
+        }
+
+
+def _convert(exc: BaseException, operation: str) -> SinkError:
+    """Our error for a Redis client error: is waiting going to help, or is the data at fault?"""
+    msg = f"redis {operation} failed: {exc}"
+    if isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError, rexc.NoPermissionError)):
+        return SinkError(msg, sink="redis", operation=operation)
+    if isinstance(
+        exc,
+        (
+            rexc.ConnectionError,
+            rexc.TimeoutError,
+            rexc.ReadOnlyError,
+            rexc.OutOfMemoryError,
+            rexc.MasterDownError,
+            rexc.TryAgainError,
+            rexc.ClusterDownError,
+            rexc.InvalidResponse,
+            OSError,
+        ),
+    ):
+        return SinkUnavailableError(msg, sink="redis", operation=operation)
+    if isinstance(exc, rexc.ResponseError):
+        if str(exc).startswith(_UNAVAILABLE_PREFIXES):
+            return SinkUnavailableError(msg, sink="redis", operation=operation)
+        return SinkDataError(msg, sink="redis", operation=operation)
+    if isinstance(exc, rexc.DataError):
+        return SinkDataError(msg, sink="redis", operation=operation)
+    return SinkError(msg, sink="redis", operation=operation)
+
+
+@contextmanager
+def _converted(operation: str) -> Iterator[None]:
+    """Raise our `SinkError` types, chained, for anything the Redis client raises."""
+    try:
+        yield
+    except (rexc.RedisError, OSError) as exc:
+        raise _convert(exc, operation) from exc
+
+
+def _payload(a: Assessment) -> bytes:
+    """The stored JSON of an assessment: its `to_dict()` plus the trace end the minute came from."""
+    d = a.to_dict()
+    d["trace_end_ms"] = a.trace_end_ms
+    try:
+        return orjson.dumps(d, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        # Integers beyond 64 bits or nesting orjson refuses: keep the record, as text.
+        d["value"] = repr(a.value)
+        if a.metadata is not None:
+            d["metadata"] = repr(dict(a.metadata))
+        return orjson.dumps(d, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _text(x: bytes | str) -> str:
+    return x.decode() if isinstance(x, bytes) else x
+
+
+class RedisSink:
+    """Writes assessments to Redis and reads them back for the API.
+
+    Args:
+        client: A `redis.asyncio.Redis`, owned by the caller (who closes it). Either
+            `decode_responses` setting works.
+        prefix: Prepended to every key, so several deployments or tests can share a Redis.
+        trace_ttl: Seconds a trace hash (and so its replay guards) lives after its last new pair.
+        aggregate_ttl: Seconds a per-minute aggregate or coverage hash lives after its first
+            write: the retention of per-minute history. All-time coverage and the index sets
+            do not expire.
+
+    Example:
+        >>> sink = RedisSink(redis.asyncio.Redis.from_url(url))
+        >>> new = await sink.write([[assessment]])   # [True], then [False] on a replay
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "tw:",
+        trace_ttl: float = 7 * 86400,
+        aggregate_ttl: float = 30 * 86400,
+    ) -> None:
+        if trace_ttl <= 0 or aggregate_ttl <= 0:
+            raise ValueError("trace_ttl and aggregate_ttl must be positive")
+        self._client = client
+        self.keys = RedisKeys(prefix)
+        self._script, self._sha = _record_script(
+            prefix, max(1, int(trace_ttl * 1000)), max(1, int(aggregate_ttl * 1000))
+        )
+        self._loaded = False
+        self._owns_client = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "tw:",
+        trace_ttl: float = 7 * 86400,
+        aggregate_ttl: float = 30 * 86400,
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+    ) -> RedisSink:
+        """A sink with its own client for `url` (`redis://host:port/db`), closed by `aclose`.
+
+        The client retries a failed command or pipeline twice, quickly, to ride over a stale
+        pooled connection; longer outages surface as `SinkUnavailableError` for the worker's
+        own backoff. Retried pipelines are safe: writes are idempotent and keep their token.
+
+        Raises:
+            ValueError: The URL is malformed.
+        """
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            health_check_interval=30,
+        )
+        sink = cls(client, prefix=prefix, trace_ttl=trace_ttl, aggregate_ttl=aggregate_ttl)
+        sink._owns_client = True
+        return sink
+
+    async def aclose(self) -> None:
+        """Close the client if `from_url` made it; a client passed in belongs to the caller."""
+        if self._owns_client:
+            with _converted("close"):
+                await self._client.aclose()
+
+    async def write(self, pairs: Sequence[Sequence[Assessment]], *, token: str | None = None) -> list[bool]:
+        """Record a batch of pairs in one pipeline; say which were new.
+
+        Each inner sequence holds the assessments of one sampled (trace, scorer) pair, all of
+        the same trace, scorer and scorer version. A pair seen before (same trace, scorer and
+        version) changes nothing and reports False, as does a repeat within the batch.
+
+        Args:
+            pairs: The batch.
+            token: Identifies this write. Pass the same token when retrying a batch after
+                `SinkUnavailableError`, so pairs that landed in the failed attempt still
+                report True; by default each call gets a random one.
+
+        Returns:
+            One bool per pair: True when this write recorded it.
+
+        Raises:
+            SinkUnavailableError: Redis is unreachable, timed out, read-only or out of memory.
+                Pairs may have landed; retrying is safe.
+            SinkDataError: A pair is empty or mixes traces or scorers (nothing is sent then),
+                or Redis rejected a pair's script (`index` says which).
+            SinkError: Authentication or permission failure.
+        """
+        n = len(pairs)
+        new = [False] * n
+        if n == 0:
+            return new
+        tok = token or os.urandom(8).hex()
+        sha = self._sha
+        commands: list[tuple[int, list[Any]]] = []
+        seen: set[tuple[str, str, int]] = set()
+        for i, pair in enumerate(pairs):
+            if not pair:
+                raise SinkDataError("empty pair", sink="redis", operation="write", index=i)
+            a0 = pair[0]
+            trace_id, exp, scorer, version = a0.trace_id, a0.experiment_id, a0.scorer, a0.scorer_version
+            ident = (trace_id, scorer, version)
+            if ident in seen:
+                continue
+            seen.add(ident)
+            state, detail = pair_state(pair)
+            args: list[Any] = [
+                "EVALSHA",
+                sha,
+                0,
+                tok,
+                trace_id,
+                escape(exp),
+                scorer,
+                version,
+                state,
+                "" if detail is None else f"{state}:{detail}",
+            ]
+            for a in pair:
+                if a is not a0 and (
+                    a.trace_id != trace_id
+                    or a.scorer != scorer
+                    or a.experiment_id != exp
+                    or a.scorer_version != version
+                ):
+                    raise SinkDataError(
+                        "a pair mixes traces, experiments, scorers or versions",
+                        sink="redis",
+                        operation="write",
+                        index=i,
+                    )
+                if a.state == "skipped":
+                    code = "-"
+                else:
+                    code = a.outcome
+                    if code == "value":
+                        x = summable(a)
+                        code = "" if x is None else repr(x)
+                args += (a.name, _payload(a), code, minute_of(a))
+            commands.append((i, args))
+        await self._run(commands, new)
+        return new
+
+    async def _run(self, commands: list[tuple[int, list[Any]]], new: list[bool]) -> None:
+        """Send the scripts in one pipeline; reload the script and resend what hit NOSCRIPT."""
+        if not self._loaded:
+            await self._load()
+        for attempt in range(2):
+            pipe = self._client.pipeline(transaction=False)
+            for _, args in commands:
+                pipe.execute_command(*args)
+            with _converted("write"):
+                replies = await pipe.execute(raise_on_error=False)
+            missing: list[tuple[int, list[Any]]] = []
+            failure: tuple[int, BaseException] | None = None
+            for (i, args), reply in zip(commands, replies, strict=True):
+                if isinstance(reply, rexc.NoScriptError):
+                    missing.append((i, args))
+                elif isinstance(reply, BaseException):
+                    failure = failure or (i, reply)
+                else:
+                    new[i] = reply == 1
+            if failure is not None:
+                i, exc = failure
+                err = _convert(exc, "write")
+                if isinstance(err, SinkDataError):
+                    err.index = i
+                raise err from exc
+            if not missing:
+                return
+            # Redis restarted or its script cache was flushed since we loaded the script.
+            await self._load()
+            commands = missing
+            if attempt:
+                break
+        raise SinkError("redis kept answering NOSCRIPT after SCRIPT LOAD", sink="redis", operation="write")
+
+    async def _load(self) -> None:
+        with _converted("script_load"):
+            sha = await self._client.script_load(self._script)
+        if _text(sha) != self._sha:
+            raise SinkError(f"SCRIPT LOAD returned {sha!r}, expected {self._sha}", sink="redis")
+        self._loaded = True
+
+    async def get_trace(self, trace_id: str) -> dict[str, Any] | None:
+        """The stored results of one trace, or None when Redis has nothing (or no longer) for it.
+
+        Returns:
+            `{"trace_id", "experiment_id", "assessments": {name: dict}, "feedback": {name: dict}}`;
+            `feedback` holds the `f:{name}` fields the feedback join writes.
+        """
+        with _converted("get_trace"):
+            raw = await self._client.hgetall(self.keys.trace(trace_id))
+        if not raw:
+            return None
+        assessments: dict[str, Any] = {}
+        feedback: dict[str, Any] = {}
+        experiment: str | None = None
+        for k, v in raw.items():
+            key = _text(k)
+            if key.startswith("a:"):
+                assessments[key[2:]] = orjson.loads(v)
+            elif key.startswith("f:"):
+                feedback[key[2:]] = orjson.loads(v)
+            elif key == "exp":
+                experiment = unescape(_text(v))
+        return {
+            "trace_id": trace_id,
+            "experiment_id": experiment,
+            "assessments": assessments,
+            "feedback": feedback,
+        }
+
+    async def aggregates(
+        self, experiment: str, scorer: str, *, start_minute: int, end_minute: int
+    ) -> Aggregate:
+        """Sum the per-minute aggregates of one assessment name over `[start_minute, end_minute)`.
+
+        Args:
+            experiment: Experiment id.
+            scorer: The assessment name: the scorer's name unless it returns several named
+                feedbacks, each aggregated under its own name.
+            start_minute: First minute (Unix ms // 60000), included.
+            end_minute: Last minute, excluded.
+
+        Raises:
+            ValueError: The range is reversed or longer than 31 days.
+            SinkUnavailableError: Redis is unreachable.
+        """
+        hashes = await self._minutes("aggregates", start_minute, end_minute, experiment, scorer, agg=True)
+        count = passed = failed = errors = values = 0
+        total = 0.0
+        for h in hashes:
+            if not h:
+                continue
+            f = {_text(k): v for k, v in h.items()}
+            count += int(f.get("count", 0))
+            total += float(f.get("sum", 0))
+            passed += int(f.get("pass", 0))
+            failed += int(f.get("fail", 0))
+            errors += int(f.get("error", 0))
+            values += int(f.get("value", 0))
+        return Aggregate(count, total, passed, failed, errors, values)
+
+    async def coverage(
+        self,
+        experiment: str,
+        scorer: str,
+        *,
+        start_minute: int | None = None,
+        end_minute: int | None = None,
+    ) -> dict[str, int]:
+        """Pair states of one scorer: `scored`, `error`, `skipped`, `skipped:{reason}`, `error:{code}`.
+
+        All-time totals by default; with both minutes, the sum over `[start_minute, end_minute)`
+        by the minute the traces ended (kept for `aggregate_ttl`).
+
+        Raises:
+            ValueError: Only one minute given, or a bad range.
+            SinkUnavailableError: Redis is unreachable.
+        """
+        if start_minute is None and end_minute is None:
+            with _converted("coverage"):
+                hashes = [await self._client.hgetall(self.keys.coverage(experiment, scorer))]
+        elif start_minute is None or end_minute is None:
+            raise ValueError("give both start_minute and end_minute, or neither")
+        else:
+            hashes = await self._minutes("coverage", start_minute, end_minute, experiment, scorer, agg=False)
+        out: dict[str, int] = {}
+        for h in hashes:
+            for k, v in h.items():
+                key = _text(k)
+                out[key] = out.get(key, 0) + int(v)
+        return out
+
+    async def _minutes(
+        self, operation: str, start: int, end: int, experiment: str, name: str, *, agg: bool
+    ) -> list[dict[Any, Any]]:
+        if end < start or end - start > _MAX_RANGE_MINUTES:
+            raise ValueError(f"bad minute range [{start}, {end}): reversed or over 31 days")
+        key = self.keys.aggregate if agg else self.keys.coverage_minute
+        pipe = self._client.pipeline(transaction=False)
+        for minute in range(start, end):
+            pipe.hgetall(key(experiment, name, minute))
+        with _converted(operation):
+            result: list[dict[Any, Any]] = await pipe.execute()
+        return result
+
+    async def experiments(self) -> set[str]:
+        """The experiment ids that have results."""
+        with _converted("experiments"):
+            members = await self._client.smembers(self.keys.experiments)
+        return {unescape(_text(m)) for m in members}
+
+    async def scorers(self, experiment: str) -> set[str]:
+        """The scorers that have coverage in an experiment (keys for `coverage`)."""
+        with _converted("scorers"):
+            members = await self._client.smembers(self.keys.scorers(experiment))
+        return {_text(m) for m in members}
+
+    async def names(self, experiment: str) -> set[str]:
+        """The assessment names that have aggregates in an experiment (keys for `aggregates`)."""
+        with _converted("names"):
+            members = await self._client.smembers(self.keys.names(experiment))
+        return {_text(m) for m in members}
+
+    async def ping(self) -> None:
+        """Check that Redis answers, for readiness probes.
+
+        Raises:
+            SinkUnavailableError: It does not.
+        """
+        with _converted("ping"):
+            await self._client.ping()

@@ -1,0 +1,5 @@
+"""`python -m stream` is the `tracewatch` command."""
+
+from stream.cli import main
+
+main()

@@ -1,0 +1,137 @@
+"""The aiokafka boundary: producer, consumer and admin factories, and error conversion.
+
+Everything else in tracewatch talks to Kafka through these few functions, so the library's
+exceptions never leak upward and durations stay in seconds outside this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from stream._config import Settings
+from stream._exceptions import KafkaUnavailableError
+
+__all__ = [
+    "AIOKafkaConsumer",
+    "AIOKafkaProducer",
+    "KafkaError",
+    "create_topics",
+    "kafka_errors",
+    "make_consumer",
+    "make_producer",
+    "topic_partitions",
+]
+
+
+@contextlib.contextmanager
+def kafka_errors(what: str) -> Iterator[None]:
+    """Turn aiokafka errors into `KafkaUnavailableError` naming what we were doing."""
+    try:
+        yield
+    except KafkaError as exc:
+        raise KafkaUnavailableError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A durable producer: acks from all replicas, idempotent, compressed, batched."""
+    compression = None if settings.compression == "none" else settings.compression
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "compression_type": compression,
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "max_request_size": max(settings.max_trace_bytes * 2, 1024 * 1024),
+        "request_timeout_ms": 30_000,
+        "client_id": "tracewatch",
+    }
+    kwargs.update(overrides)
+    return AIOKafkaProducer(**kwargs)
+
+
+def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
+    """A group consumer with manual commits: offsets move only when results are durable."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": settings.consumer_group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_partition_fetch_bytes": max(settings.max_trace_bytes * 2, 1024 * 1024),
+        "fetch_max_bytes": 64 * 1024 * 1024,
+        "isolation_level": "read_uncommitted",
+        "client_id": "tracewatch",
+    }
+    kwargs.update(overrides)
+    return AIOKafkaConsumer(*topics, **kwargs)
+
+
+async def create_topics(
+    settings: Settings, *, partitions: int | None = None, replication: int = 1
+) -> dict[str, str]:
+    """Create the topics of DESIGN.md; traces and feedback get the same partition count.
+
+    Returns a map topic -> "created" | "exists". Existing topics are left as they are.
+    """
+    n = partitions or settings.partitions
+    topics = settings.topics
+    wanted = {
+        topics.traces: n,
+        topics.feedback: n,
+        topics.assessments: n,
+        topics.dlq: 1,
+    }
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="tracewatch-admin")
+    result: dict[str, str] = {}
+    with kafka_errors(f"creating topics on {settings.kafka_bootstrap}"):
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            new = [
+                NewTopic(name, num_partitions=p, replication_factor=replication)
+                for name, p in wanted.items()
+                if name not in existing
+            ]
+            for name in wanted:
+                result[name] = "exists" if name in existing else "created"
+            if new:
+                try:
+                    await admin.create_topics(new)
+                except TopicAlreadyExistsError:
+                    pass
+                # Wait until the new topics show in metadata, so a publish right after works.
+                for _ in range(100):
+                    counts = await _partition_counts(admin, [t.name for t in new])
+                    if all(counts.get(t.name) == t.num_partitions for t in new):
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            await admin.close()
+    return result
+
+
+async def topic_partitions(settings: Settings, topic: str) -> int:
+    """How many partitions a topic has (0 when it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="tracewatch-admin")
+    with kafka_errors(f"reading metadata of {topic}"):
+        await admin.start()
+        try:
+            return (await _partition_counts(admin, [topic])).get(topic, 0)
+        finally:
+            await admin.close()
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    existing = set(await admin.list_topics())
+    present = [t for t in topics if t in existing]
+    if not present:
+        return {}
+    described = await admin.describe_topics(present)
+    return {d["topic"]: len(d["partitions"]) for d in described if d.get("error_code", 0) == 0}

@@ -1,0 +1,83 @@
+"""Wiring a worker process: clients, sinks, metrics server, scorers; then run the loop.
+
+This is the only place that builds the real clients, so everything else takes them as
+arguments and tests can pass their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from sinks import Metrics, RedisSink, serve_metrics
+from stream._config import Settings
+from stream._kafka import kafka_errors, make_consumer, make_producer
+from stream._outbox import Outbox
+from stream._scorer_set import ScorerSet
+from stream._worker import Worker, WorkerOptions
+
+__all__ = ["WorkerHandle", "run_worker"]
+
+log = logging.getLogger("tracewatch.worker")
+
+
+@dataclass
+class WorkerHandle:
+    """What a running worker exposes to its caller (tests, the demo)."""
+
+    worker: Worker | None = None
+    metrics_port: int | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def run_worker(
+    settings: Settings,
+    scorers: Callable[[], ScorerSet],
+    *,
+    options: WorkerOptions | None = None,
+    metrics_port: int | None = None,
+    handle: WorkerHandle | None = None,
+    install_signals: bool = True,
+) -> int:
+    """Run one worker until SIGTERM/SIGINT (or `handle.worker.stop()`); returns messages processed."""
+    handle = handle or WorkerHandle()
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    server = None
+    port = settings.metrics_port if metrics_port is None else metrics_port
+    if port >= 0:
+        server = serve_metrics(registry, settings.metrics_host, port)
+        handle.metrics_port = server.port
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
+    redis = RedisSink.from_url(
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        trace_ttl=settings.trace_ttl_s,
+        aggregate_ttl=settings.aggregate_ttl_s,
+    )
+    producer = make_producer(settings)
+    consumer = make_consumer(settings)
+    try:
+        with kafka_errors(f"connecting to Kafka at {settings.kafka_bootstrap}"):
+            await producer.start()
+            await consumer.start()
+        await redis.ping()
+        outbox = Outbox(producer, settings.topics, redis, metrics)
+        worker = Worker(settings, consumer, outbox, metrics, scorers, options=options)
+        handle.worker = worker
+        worker.subscribe()
+        if install_signals:
+            worker.install_signal_handlers()
+        handle.ready.set()
+        await worker.run()
+        return worker.processed
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await redis.aclose()
+        if server is not None:
+            server.shutdown()

@@ -1,0 +1,278 @@
+"""The stream worker: consume traces, sample, score, write results, then commit.
+
+Delivery is at-least-once with exactly-once effects in Redis: an offset is committed only
+after every result of every message before it is acknowledged by Kafka and written to
+Redis, and the Redis writes are guarded per (trace, scorer version), so redelivery after a
+crash changes nothing already counted.
+
+Code scorers run inline on the event loop (they are microseconds); judges run as tasks under
+a global cap. When the cap is reached the loop stops fetching until a judge finishes, so
+memory stays bounded however slow the judge is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+
+from scorers import Assessment, AssessmentError, DecodeError, Trace, assessments_for, decode_trace
+from sinks import Metrics
+from stream._checkpoint import Checkpoint, DeadLetter, Entry
+from stream._config import Settings
+from stream._exceptions import CommitError
+from stream._kafka import AIOKafkaConsumer, KafkaError
+from stream._outbox import Outbox
+from stream._sampling import sample_u
+from stream._scorer_set import ActiveScorer, ScorerSet
+
+__all__ = ["Worker", "WorkerOptions"]
+
+log = logging.getLogger("tracewatch.worker")
+
+
+@dataclass(slots=True)
+class WorkerOptions:
+    """Tuning knobs of the loop; defaults suit a 2-core machine."""
+
+    max_records: int = 2000
+    poll_interval: float = 0.1
+    judge_max_in_flight: int = 64
+    max_uncommitted: int = 20_000
+    shutdown_timeout: float = 10.0
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._worker._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+class Worker:
+    """One worker process's loop. Several workers in one group split the partitions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: AIOKafkaConsumer,
+        outbox: Outbox,
+        metrics: Metrics,
+        scorers: Callable[[], ScorerSet],
+        *,
+        options: WorkerOptions | None = None,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.outbox = outbox
+        self.metrics = metrics
+        self._scorers = scorers
+        self.opts = options or WorkerOptions()
+        self.checkpoint = Checkpoint()
+        self.stopping = asyncio.Event()
+        self.outbox.stopping = self.stopping
+        self._judge_slots = asyncio.Semaphore(self.opts.judge_max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._traces_topic = settings.topics.traces
+        self.processed = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def subscribe(self) -> None:
+        self.consumer.subscribe([self._traces_topic], listener=_Listener(self))
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    def stop(self) -> None:
+        """Ask the loop to finish: in-flight work gets `shutdown_timeout` to end, then commit."""
+        if not self.stopping.is_set():
+            log.info("stopping: finishing in-flight work")
+            self.stopping.set()
+
+    async def run(self) -> None:
+        """Consume until `stop()`; always leaves committed offsets behind only durable results."""
+        consumer = self.consumer
+        opts = self.opts
+        max_records = opts.max_records
+        poll_ms = int(opts.poll_interval * 1000)
+        try:
+            while not self.stopping.is_set():
+                if self.checkpoint.size >= opts.max_uncommitted:
+                    await self._wait_some()
+                    await self._flush()
+                    continue
+                timeout = 5 if self._tasks else poll_ms
+                batch = await consumer.getmany(timeout_ms=timeout, max_records=max_records)
+                if batch:
+                    t0 = time.perf_counter()
+                    for tp, msgs in batch.items():
+                        await self._process(tp, msgs)
+                        self.metrics.set_lag(tp.topic, tp.partition, _lag(consumer, tp, msgs[-1].offset))
+                    self.metrics.batch_done(time.perf_counter() - t0)
+                await self._flush()
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self._tasks:
+            done, pending = await asyncio.wait(set(self._tasks), timeout=self.opts.shutdown_timeout)
+            for t in pending:
+                t.cancel()
+            if pending:
+                log.warning("abandoned %d unfinished judge calls: their traces will be redelivered", len(pending))
+        try:
+            await self._flush()
+        except Exception:
+            log.exception("final flush failed: unflushed messages will be redelivered")
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    async def _process(self, tp: TopicPartition, msgs: list[Any]) -> None:
+        active = self._scorers().scorers
+        add = self.checkpoint.add
+        max_bytes = self.settings.max_trace_bytes
+        received: dict[str, int] = {}
+        for msg in msgs:
+            entry = Entry(msg.offset)
+            value = msg.value
+            try:
+                if value is None:
+                    raise DecodeError("not_json", "message has no value (tombstone)")
+                trace = decode_trace(value, max_bytes=max_bytes)
+            except DecodeError as exc:
+                entry.dead = DeadLetter(msg.key, value, exc.reason, exc.message, tp.topic, tp.partition, msg.offset)
+                add(tp, entry)
+                continue
+            exp = trace.info.experiment_id
+            received[exp] = received.get(exp, 0) + 1
+            if active:
+                await self._score(trace, entry, active)
+            add(tp, entry)
+        self.processed += len(msgs)
+        for exp, n in received.items():
+            self.metrics.trace_received(exp, n)
+
+    async def _score(self, trace: Trace, entry: Entry, active: tuple[ActiveScorer, ...]) -> None:
+        tid = trace.info.trace_id
+        exp = trace.info.experiment_id
+        u = sample_u(tid)
+        end_ms = _end_ms(trace)
+        for a in active:
+            if u >= a.sample_rate:
+                break  # ordered by descending rate: no later scorer samples this trace
+            if a.experiment_id is not None and a.experiment_id != exp:
+                continue
+            if a.predicate is not None:
+                try:
+                    if not a.predicate(trace):
+                        continue
+                except Exception as exc:  # a filter bug is counted, never a crash
+                    entry.pairs.append(_error_pair(tid, exp, a, "FILTER_ERROR", exc, end_ms))
+                    continue
+            if a.budget is not None and not a.budget.take():
+                entry.pairs.append(
+                    assessments_for(tid, exp, a.name, feedbacks=[], skip_reason="budget",
+                                    version=a.version, trace_end_ms=end_ms)
+                )
+                continue
+            scorer = a.scorer
+            if scorer.is_async or getattr(scorer, "timeout", None):
+                await self._judge_slots.acquire()
+                entry.pending += 1
+                task = asyncio.create_task(self._run_async(a, trace, entry, end_ms))
+                entry.tasks.append(task)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                continue
+            try:
+                res = scorer.run(trace)
+                entry.pairs.append(
+                    assessments_for(tid, exp, a.name, feedbacks=res.feedbacks, skip_reason=res.skip_reason,
+                                    duration_s=res.duration_s, version=a.version, trace_end_ms=end_ms)
+                )
+            except Exception as exc:  # scorers capture their own errors; this is a safety net
+                entry.pairs.append(_error_pair(tid, exp, a, "WORKER_ERROR", exc, end_ms))
+
+    async def _run_async(self, a: ActiveScorer, trace: Trace, entry: Entry, end_ms: int | None) -> None:
+        tid = trace.info.trace_id
+        exp = trace.info.experiment_id
+        try:
+            res = await a.scorer.arun(trace)
+            entry.pairs.append(
+                assessments_for(tid, exp, a.name, feedbacks=res.feedbacks, skip_reason=res.skip_reason,
+                                duration_s=res.duration_s, version=a.version, trace_end_ms=end_ms)
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            entry.pairs.append(_error_pair(tid, exp, a, "WORKER_ERROR", exc, end_ms))
+        finally:
+            entry.pending -= 1
+            self._judge_slots.release()
+
+    async def _wait_some(self) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _flush(self) -> None:
+        """Write out every finished prefix, then commit exactly those offsets."""
+        entries, offsets = self.checkpoint.take_ready()
+        if not entries:
+            return
+        await self.outbox.write(entries)
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            # The results are durable and idempotent; the uncommitted messages get redelivered.
+            raise CommitError(f"commit of {offsets} failed: {exc}") from exc
+
+    async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Commit what is finished before the partitions move; abandon the rest (redelivered)."""
+        try:
+            await self._flush()
+        except Exception:
+            log.exception("flush on revoke failed: those messages will be redelivered to the new owner")
+        dropped = self.checkpoint.reset(revoked)
+        for e in dropped:
+            for t in e.tasks:
+                t.cancel()
+        if dropped:
+            log.info("revoked with %d unfinished messages; the new owner will redo them", len(dropped))
+
+
+def _end_ms(trace: Trace) -> int | None:
+    ts = trace.info.timestamp_ms
+    if ts is None:
+        return None
+    return ts + (trace.info.execution_duration_ms or 0)
+
+
+def _error_pair(
+    tid: str, exp: str, a: ActiveScorer, code: str, exc: BaseException, end_ms: int | None
+) -> list[Assessment]:
+    from scorers import Feedback
+
+    fb = Feedback(
+        name=a.name,
+        error=AssessmentError(code, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5)),
+    )
+    return assessments_for(tid, exp, a.name, feedbacks=[fb], version=a.version, trace_end_ms=end_ms)
+
+
+def _lag(consumer: AIOKafkaConsumer, tp: TopicPartition, last_offset: int) -> int:
+    hw = consumer.highwater(tp)
+    return 0 if hw is None else max(hw - last_offset - 1, 0)

@@ -1,0 +1,253 @@
+"""`tracewatch`: the command line. Each command is a thin shell over a library call.
+
+Heavy imports happen inside commands so `tracewatch --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stream._config import Settings
+from stream._exceptions import StreamError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tracewatch",
+    help="Streaming quality monitoring for LLM apps: sample and score MLflow traces from Kafka, "
+    "serve results from Redis and Prometheus.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+topics_app = typer.Typer(help="Create and inspect the Kafka topics of tracewatch.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+console = Console(stderr=True)
+out = Console()
+
+BootstrapOpt = Annotated[
+    str | None,
+    typer.Option("--bootstrap", "-b", help="Kafka bootstrap servers [env TRACEWATCH_KAFKA_BOOTSTRAP]"),
+]
+
+
+def _settings(**overrides: object) -> Settings:
+    s = Settings()
+    upd = {k: v for k, v in overrides.items() if v is not None}
+    return s.model_copy(update=upd) if upd else s
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@app.command()
+def publish(
+    path: Annotated[Path, typer.Argument(help="A JSONL file (one trace per line), a trace JSON file, or a folder of them.", exists=True)],
+    bootstrap: BootstrapOpt = None,
+    topic: Annotated[str | None, typer.Option(help="Topic to publish to [default: <prefix>traces]")] = None,
+    skip_invalid: Annotated[bool, typer.Option(help="Report invalid traces and go on instead of stopping.")] = False,
+) -> None:
+    """Publish MLflow traces to Kafka, each acknowledged before it counts.
+
+    Invalid traces stop the command with a message naming the file and line, unless
+    --skip-invalid is given (they are then listed and counted, never silently dropped).
+    """
+    from scorers import DecodeError, iter_traces
+    from stream._publisher import TracePublisher, encode_for_wire
+
+    settings = _settings(kafka_bootstrap=bootstrap)
+    items = list(iter_traces(path))
+    invalid: list[tuple[str, str]] = []
+    good: list[bytes] = []
+    for label, data in items:
+        try:
+            encode_for_wire(data, max_bytes=settings.max_trace_bytes)
+            good.append(data)
+        except DecodeError as exc:
+            if not skip_invalid:
+                console.print(f"[red]invalid trace[/] {label}: {exc}")
+                raise typer.Exit(2) from None
+            invalid.append((label, str(exc)))
+
+    async def run() -> int:
+        t0 = time.perf_counter()
+        with _progress() as progress:
+            task = progress.add_task("publishing", total=len(good), rate="")
+
+            def on_ack(n: int) -> None:
+                done = progress.tasks[0].completed + n
+                rate = done / max(time.perf_counter() - t0, 1e-9)
+                progress.update(task, advance=n, rate=f"{rate:,.0f}/s")
+
+            async with TracePublisher(settings=settings, topic=topic) as pub:
+                return await pub.publish_many(good, on_ack=on_ack, window=2000)
+
+    try:
+        t0 = time.perf_counter()
+        n = asyncio.run(run())
+        dt = time.perf_counter() - t0
+    except StreamError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    for label, reason in invalid:
+        console.print(f"[yellow]skipped invalid[/] {label}: {reason}")
+    out.print(
+        f"published {n} traces to {topic or settings.topics.traces} on {settings.kafka_bootstrap} "
+        f"in {dt:.2f}s ({n / max(dt, 1e-9):,.0f}/s); invalid: {len(invalid)}"
+    )
+
+
+@topics_app.command("create")
+def topics_create(
+    bootstrap: BootstrapOpt = None,
+    partitions: Annotated[
+        int | None, typer.Option(help="Partitions of traces/feedback/assessments [env TRACEWATCH_PARTITIONS, default 4]")
+    ] = None,
+) -> None:
+    """Create the traces, feedback, assessments and DLQ topics (existing ones are kept)."""
+    from stream._kafka import create_topics
+
+    settings = _settings(kafka_bootstrap=bootstrap)
+    try:
+        result = asyncio.run(create_topics(settings, partitions=partitions))
+    except StreamError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    table = Table("topic", "status")
+    for name, status in result.items():
+        table.add_row(name, status)
+    out.print(table)
+
+
+@app.command()
+def worker(
+    scorer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scorer",
+            "-s",
+            help="REF[@RATE]: a built-in scorer name or package.module:attr, with a sample rate "
+            "(default 1.0). Repeatable. [env TRACEWATCH_SCORERS, comma-separated]",
+        ),
+    ] = None,
+    bootstrap: BootstrapOpt = None,
+    redis_url: Annotated[str | None, typer.Option(help="[env TRACEWATCH_REDIS_URL]")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Port of /metrics; 0 picks a free one, -1 disables [env TRACEWATCH_METRICS_PORT, default 9108]")
+    ] = None,
+    processes: Annotated[
+        int, typer.Option(help="Worker processes to start (one per core); process i serves metrics on port+i.")
+    ] = 1,
+    max_records: Annotated[int, typer.Option(help="Max messages per fetched batch.")] = 2000,
+    judge_max_in_flight: Annotated[
+        int | None, typer.Option(help="Cap on judge calls in flight; fetching pauses at the cap [env TRACEWATCH_JUDGE_MAX_IN_FLIGHT]")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    """Consume traces, sample and score them, write results to Redis, Prometheus and Kafka.
+
+    Runs until SIGTERM/SIGINT, then finishes in-flight work and commits. Start several
+    (here or on other machines) with the same consumer group to split the partitions.
+    """
+    import logging
+    import os
+    import subprocess
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(kafka_bootstrap=bootstrap, redis_url=redis_url, judge_max_in_flight=judge_max_in_flight)
+    refs = list(scorer or []) or [r.strip() for r in os.environ.get("TRACEWATCH_SCORERS", "").split(",") if r.strip()]
+    if processes > 1:
+        base_port = settings.metrics_port if metrics_port is None else metrics_port
+        children = []
+        for i in range(processes):
+            args = [sys.executable, "-m", "stream", "worker", "--processes", "1", "--max-records", str(max_records),
+                    "--log-level", log_level]
+            args += ["--metrics-port", str(base_port + i if base_port > 0 else base_port)]
+            for r in refs:
+                args += ["--scorer", r]
+            children.append(subprocess.Popen(args, env={**os.environ, **_env_of(settings)}))
+        codes = []
+        try:
+            codes = [c.wait() for c in children]
+        except KeyboardInterrupt:
+            for c in children:
+                c.terminate()
+            codes = [c.wait() for c in children]
+        raise typer.Exit(max(codes, default=0))
+
+    from stream._worker import WorkerOptions
+
+    try:
+        source = _scorer_source(settings, refs)
+    except (ValueError, ImportError, TypeError) as exc:
+        console.print(f"[red]bad scorer configuration:[/] {exc}")
+        raise typer.Exit(2) from None
+    from stream._runtime import run_worker
+
+    opts = WorkerOptions(max_records=max_records, judge_max_in_flight=settings.judge_max_in_flight)
+    try:
+        n = asyncio.run(run_worker(settings, source, options=opts, metrics_port=metrics_port))
+    except StreamError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"worker stopped after {n} messages")
+
+
+def _env_of(settings: Settings) -> dict[str, str]:
+    return {
+        "TRACEWATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "TRACEWATCH_REDIS_URL": settings.redis_url,
+        "TRACEWATCH_JUDGE_MAX_IN_FLIGHT": str(settings.judge_max_in_flight),
+    }
+
+
+def _scorer_source(settings: Settings, refs: list[str]):  # type: ignore[no-untyped-def]
+    """Scorers from the command line (fixed for the process's life)."""
+    from scorers import resolve_scorer
+    from stream._scorer_set import ScorerSet, parse_scorer_option
+
+    if not refs:
+        raise ValueError("no scorers given: pass --scorer REF[@RATE] (e.g. --scorer no_error@1.0)")
+    snapshot = ScorerSet.of([parse_scorer_option(r, resolve_scorer) for r in refs])
+    return lambda: snapshot
+
+
+def _register_optional_commands() -> None:
+    """Commands from modules written separately; each registers itself here by name."""
+    from stream._cmd_evaluate import evaluate_command
+
+    app.command("evaluate")(evaluate_command)
+    from stream.judge_server import judge_server_command
+
+    app.command("judge-server")(judge_server_command)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,350 @@
+"""A fake OpenAI-compatible judge: `POST /v1/chat/completions` over real loopback HTTP.
+
+For tests, demos and benchmarks that must not call a paid API. Answers are derived from
+the prompt, so the same prompt always gets the same verdict:
+
+- "no" when the prompt holds `[[bad]]` or `[[unsafe]]`, or when the prompt's sha256 falls
+  under `fail_fraction`; else "yes" (a prompt asking for `Answer type: number` gets a 1-5
+  score, `Answer type: bool` gets true/false);
+- a non-JSON answer when the prompt holds `[[garbage]]`.
+
+Faults are drawn from a seeded RNG per request (not from the prompt, so a retried request
+can succeed): `rate_429` (with `Retry-After`), `rate_500`, `garbage_rate`, plus a fixed
+`latency` and random `jitter`. `GET /stats` reports requests by status and the current and
+maximum number of requests in flight, which is how tests check a client's concurrency cap.
+
+Run it with `python -m stream.judge_server --port 8900`, or in tests with
+`with JudgeServer(rate_429=0.5) as srv: ... srv.base_url ... srv.stats()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from types import TracebackType
+from typing import Annotated, Any
+
+import orjson
+import typer
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+__all__ = ["FakeJudge", "JudgeServer", "JudgeServerConfig", "judge_server_command", "serve"]
+
+_GARBAGE = "Sorry, I cannot answer in JSON today. The response looks fine to me, I think."
+
+
+@dataclass(slots=True, frozen=True)
+class JudgeServerConfig:
+    """Behaviour switches of the fake judge (fractions are per request, in [0, 1])."""
+
+    latency: float = 0.0
+    jitter: float = 0.0
+    rate_429: float = 0.0
+    retry_after: float = 1.0
+    rate_500: float = 0.0
+    garbage_rate: float = 0.0
+    fail_fraction: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("rate_429", "rate_500", "garbage_rate", "fail_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.latency < 0 or self.jitter < 0 or self.retry_after < 0:
+            raise ValueError("latency, jitter and retry_after must be >= 0")
+
+
+def _bucket(prompt: str) -> float:
+    """Where the prompt's sha256 falls in [0, 1): the deterministic part of the verdict."""
+    digest = hashlib.sha256(prompt.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _answer(prompt: str, fail_fraction: float) -> tuple[Any, str, str]:
+    """Return `(result, rationale, verdict)` for a prompt; verdict is `yes` or `no`."""
+    u = _bucket(prompt)
+    if "[[bad]]" in prompt:
+        ok, why = False, "The content carries the [[bad]] marker."
+    elif "[[unsafe]]" in prompt:
+        ok, why = False, "The content carries the [[unsafe]] marker."
+    elif u < fail_fraction:
+        ok, why = False, f"Prompt hash bucket {u:.3f} is under the fail fraction {fail_fraction:g}."
+    else:
+        ok, why = True, "The content meets the criteria."
+    result: Any
+    if "Answer type: number" in prompt:
+        result = (4 if u < 0.5 else 5) if ok else 1
+    elif "Answer type: bool" in prompt:
+        result = ok
+    else:
+        result = "yes" if ok else "no"
+    return result, why, "yes" if ok else "no"
+
+
+class FakeJudge:
+    """The ASGI app and its counters; thread-safe to read while a server runs it."""
+
+    def __init__(self, config: JudgeServerConfig | None = None) -> None:
+        self.config = config or JudgeServerConfig()
+        self._lock = threading.Lock()
+        self._rng = random.Random(self.config.seed)
+        self._reset_counters()
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/stats", self._stats, methods=["GET"]),
+                Route("/healthz", self._health, methods=["GET"]),
+            ]
+        )
+
+    def _reset_counters(self) -> None:
+        # `in_flight` is a gauge, not a counter: requests still running keep counting.
+        self._requests = 0
+        self._by_status: Counter[str] = Counter()
+        self._answers: Counter[str] = Counter()
+        self._in_flight: int = getattr(self, "_in_flight", 0)
+        self._max_in_flight = self._in_flight
+
+    def configure(self, **changes: Any) -> None:
+        """Change switches on the fly (e.g. between test phases); reseeds if `seed` is given."""
+        with self._lock:
+            self.config = replace(self.config, **changes)
+            if "seed" in changes:
+                self._rng = random.Random(self.config.seed)
+
+    def reset(self) -> None:
+        """Zero every counter."""
+        with self._lock:
+            self._reset_counters()
+
+    def stats(self) -> dict[str, Any]:
+        """Requests in total and by HTTP status, answers by kind, in-flight now and at most."""
+        with self._lock:
+            return {
+                "requests": self._requests,
+                "by_status": dict(self._by_status),
+                "answers": dict(self._answers),
+                "in_flight": self._in_flight,
+                "max_in_flight": self._max_in_flight,
+                "config": asdict(self.config),
+            }
+
+    async def _stats(self, request: Request) -> Response:
+        return JSONResponse(self.stats())
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def _chat(self, request: Request) -> Response:
+        with self._lock:
+            self._requests += 1
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            cfg = self.config
+            draw_429, draw_500, draw_garbage, draw_jitter = (self._rng.random() for _ in range(4))
+        status = 500
+        try:
+            response = await self._respond(request, cfg, draw_429, draw_500, draw_garbage, draw_jitter)
+            status = response.status_code
+            return response
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._by_status[str(status)] += 1
+
+    async def _respond(
+        self,
+        request: Request,
+        cfg: JudgeServerConfig,
+        d429: float,
+        d500: float,
+        dgarbage: float,
+        djitter: float,
+    ) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+            messages = body["messages"]
+            prompt = "\n".join(str(m.get("content", "")) for m in messages)
+            model = str(body.get("model") or "fake-judge")
+        except ClientDisconnect:
+            return Response(status_code=499)  # the client gave up; nobody reads this
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            return JSONResponse(
+                {"error": {"message": f"bad request body: {exc}", "type": "invalid_request"}}, 400
+            )
+        delay = cfg.latency + cfg.jitter * djitter
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if d429 < cfg.rate_429:
+            return JSONResponse(
+                {"error": {"message": "rate limited (fake)", "type": "rate_limit_exceeded"}},
+                429,
+                headers={"Retry-After": f"{cfg.retry_after:g}"},
+            )
+        if d500 < cfg.rate_500:
+            return JSONResponse({"error": {"message": "internal error (fake)", "type": "server_error"}}, 500)
+        if dgarbage < cfg.garbage_rate or "[[garbage]]" in prompt:
+            content, kind = _GARBAGE, "garbage"
+        else:
+            result, rationale, kind = _answer(prompt, cfg.fail_fraction)
+            content = orjson.dumps({"result": result, "rationale": rationale}).decode()
+        with self._lock:
+            self._answers[kind] += 1
+        prompt_tokens = max(1, len(prompt) // 4)
+        completion_tokens = max(1, len(content) // 4)
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-fake-{hashlib.sha256(prompt.encode()).hexdigest()[:12]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
+
+class JudgeServer:
+    """Run a `FakeJudge` on loopback in a background thread (a context manager for tests).
+
+    Binds the socket itself (port 0 picks a free port), so there is no race between
+    choosing a port and listening on it.
+
+    Example:
+        >>> with JudgeServer(fail_fraction=0.2) as srv:  # doctest: +SKIP
+        ...     client = JudgeClient(srv.base_url)
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, **config: Any) -> None:
+        self.host = host
+        self.port = port
+        self.judge = FakeJudge(JudgeServerConfig(**config))
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL, e.g. `http://127.0.0.1:41234/v1`."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        return self.judge.stats()
+
+    def configure(self, **changes: Any) -> None:
+        self.judge.configure(**changes)
+
+    def reset(self) -> None:
+        self.judge.reset()
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start serving; returns once the server accepts connections."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        self._sock = sock
+        config = uvicorn.Config(
+            self.judge.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            timeout_graceful_shutdown=1,
+        )
+        server = self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="judge-server", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the fake judge server did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Ask the server to exit and wait for its thread."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._thread = self._sock = None
+
+    def __enter__(self) -> JudgeServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def serve(host: str = "127.0.0.1", port: int = 8900, **config: Any) -> None:
+    """Serve the fake judge in the foreground until interrupted (blocking)."""
+    judge = FakeJudge(JudgeServerConfig(**config))
+    uvicorn.run(
+        judge.app, host=host, port=port, log_level="info", access_log=False, lifespan="off", ws="none"
+    )
+
+
+def judge_server_command(
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8900,
+    latency: Annotated[float, typer.Option(help="Seconds added to every answer.")] = 0.0,
+    jitter: Annotated[float, typer.Option(help="Extra random seconds, up to this much.")] = 0.0,
+    rate_429: Annotated[float, typer.Option(help="Fraction of requests answered 429.")] = 0.0,
+    retry_after: Annotated[float, typer.Option(help="Retry-After seconds sent with a 429.")] = 1.0,
+    rate_500: Annotated[float, typer.Option(help="Fraction of requests answered 500.")] = 0.0,
+    garbage_rate: Annotated[float, typer.Option(help="Fraction of answers that are not JSON.")] = 0.0,
+    fail_fraction: Annotated[float, typer.Option(help="Fraction of prompts (by sha256) judged 'no'.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the fault RNG.")] = 0,
+) -> None:
+    """Run a fake OpenAI-compatible judge for tests and demos (POST /v1/chat/completions).
+
+    Verdicts follow the prompt: "no" for a bad/unsafe marker or a hash under --fail-fraction.
+
+    GET /stats shows requests by status and peak concurrency.
+    """
+    typer.echo(f"fake judge on http://{host}:{port}/v1 (GET /stats for counters)")
+    serve(
+        host,
+        port,
+        latency=latency,
+        jitter=jitter,
+        rate_429=rate_429,
+        retry_after=retry_after,
+        rate_500=rate_500,
+        garbage_rate=garbage_rate,
+        fail_fraction=fail_fraction,
+        seed=seed,
+    )
+
+
+if __name__ == "__main__":
+    typer.run(judge_server_command)

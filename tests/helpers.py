@@ -1,0 +1,51 @@
+"""Helpers shared by tests: synthetic traces made from the real MLflow fixtures."""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+__all__ = ["make_trace", "synth_traces"]
+
+
+def make_trace(template: dict[str, Any], trace_id: str, **info: Any) -> dict[str, Any]:
+    """A copy of a fixture trace under a new trace id (and optional info overrides)."""
+    t = copy.deepcopy(template)
+    t["info"]["trace_id"] = trace_id
+    t["info"].update(info)
+    return t
+
+
+def synth_traces(templates: list[bytes], n: int, *, seed: int = 7, prefix: str = "") -> Iterator[tuple[str, bytes]]:
+    """`n` (trace_id, json bytes) pairs cycling through the fixtures with fresh ids."""
+    rng = random.Random(seed)
+    parsed = [orjson.loads(b) for b in templates]
+    for i in range(n):
+        tid = f"tr-{prefix}{rng.getrandbits(128):032x}"[: 3 + 32]
+        base = parsed[i % len(parsed)]
+        info = dict(base["info"])
+        info["trace_id"] = tid
+        yield tid, orjson.dumps({"info": info, "data": base["data"]})
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Prometheus text exposition -> {(name, labels): value} (exemplars and comments ignored)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
