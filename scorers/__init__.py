@@ -67,11 +67,9 @@ from scorers._judge import (
 )
 from scorers._judges import (
     BUILTIN_JUDGES,
-    TEMPLATE_VARIABLES,
     Correctness,
     ExpectationsGuidelines,
     Guidelines,
-    InstructionsJudge,
     Judge,
     RelevanceToQuery,
     RetrievalGroundedness,
@@ -79,8 +77,6 @@ from scorers._judges import (
     Safety,
     aclose_default_judge_client,
     default_judge_client,
-    judge_from_spec,
-    make_judge,
 )
 from scorers._resolve import builtin_names, resolve_scorer
 from scorers._scorer import (
@@ -91,6 +87,7 @@ from scorers._scorer import (
     expectations_of,
     scorer,
 )
+from scorers._template import TEMPLATE_VARIABLES, InstructionsJudge, judge_from_spec, make_judge
 from scorers._trace import Document, Span, SpanEvent, SpanType, TokenUsage, ToolCall, Trace, TraceInfo
 from scorers._verdict import VALUE_TYPES, parse_verdict
 

@@ -170,6 +170,7 @@ class Assessment:
     skip_reason: str | None = None
     metadata: Mapping[str, Any] | None = None
     trace_end_ms: int | None = None
+    _json: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def outcome(self) -> Outcome:
@@ -196,10 +197,26 @@ class Assessment:
             "duration_s": self.duration_s,
             "created_ms": self.created_ms,
             "metadata": dict(self.metadata) if self.metadata else None,
+            "trace_end_ms": self.trace_end_ms,
         }
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict(), default=str)
+        """The wire and storage form, computed once (the worker sends it to Kafka and Redis).
+
+        Values JSON cannot hold (huge integers, odd nesting) are kept as their `repr`.
+        """
+        data = self._json
+        if data is None:
+            d = self.to_dict()
+            try:
+                data = orjson.dumps(d, default=str, option=orjson.OPT_NON_STR_KEYS)
+            except (orjson.JSONEncodeError, TypeError):
+                d["value"] = repr(self.value)
+                if self.metadata is not None:
+                    d["metadata"] = repr(dict(self.metadata))
+                data = orjson.dumps(d, default=str, option=orjson.OPT_NON_STR_KEYS)
+            self._json = data
+        return data
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Assessment:
@@ -224,6 +241,7 @@ class Assessment:
             state=d.get("state", "scored"),
             skip_reason=d.get("skip_reason"),
             metadata=d.get("metadata"),
+            trace_end_ms=d.get("trace_end_ms"),
         )
 
 

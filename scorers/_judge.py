@@ -64,7 +64,11 @@ SUPPORTED_PROVIDERS: Final = frozenset({"openai"})
 
 
 class OnRequest(Protocol):
-    """Called once per HTTP attempt: `status` is `ok`, `429`, `5xx`, `timeout` or `error`."""
+    """Called once per HTTP attempt: `status` is `ok`, `429`, `5xx`, `timeout` or `error`.
+
+    It runs inline on the request path, so it must be cheap and must not raise (a metrics
+    hook: increment counters, observe a histogram).
+    """
 
     def __call__(
         self, model: str, status: str, latency_s: float, prompt_tokens: int, completion_tokens: int
@@ -336,6 +340,9 @@ class JudgeClient:
     async def complete(self, model: str, prompt: str, *, max_tokens: int = 512) -> Completion:
         """Send one user message and return the answer text, retrying transient failures.
 
+        The worst case is `(max_retries + 1) * timeout` plus the backoffs; give the judge a
+        scorer `timeout` if a hard bound per trace is needed.
+
         Raises:
             JudgeTimeoutError: every attempt timed out.
             JudgeRateLimitError: the server kept answering 429.
@@ -405,7 +412,7 @@ class JudgeClient:
             except (TimeoutError, httpx.TimeoutException) as exc:
                 self._record(model, "timeout", perf_counter() - start, 0, 0)
                 return _Retryable("timeout", f"no answer within {self.timeout:g} s ({type(exc).__name__})")
-            except httpx.HTTPError as exc:
+            except httpx.RequestError as exc:  # connection refused/reset, protocol errors
                 self._record(model, "error", perf_counter() - start, 0, 0)
                 return _Retryable("error", f"request failed: {type(exc).__name__}: {exc}")
         latency = perf_counter() - start

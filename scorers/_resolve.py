@@ -22,8 +22,9 @@ from typing import Any, Final
 
 from scorers._builtin import BUILTIN_SCORERS
 from scorers._exceptions import ScorerDefinitionError
-from scorers._judges import BUILTIN_JUDGES, make_judge
+from scorers._judges import BUILTIN_JUDGES
 from scorers._scorer import SCORER_PARAMS, Scorer
+from scorers._template import make_judge
 
 __all__ = ["builtin_names", "resolve_scorer"]
 
@@ -52,6 +53,16 @@ def _dotted(node: ast.expr, ref: str) -> str:
     return ".".join(reversed(parts))
 
 
+_TYPE_NAMES: Final = frozenset({"bool", "str", "int", "float"})
+
+
+def _literal(node: ast.expr) -> Any:
+    # `feedback_value_type=int` reads naturally; the bare type names become their names.
+    if isinstance(node, ast.Name) and node.id in _TYPE_NAMES:
+        return node.id
+    return ast.literal_eval(node)
+
+
 def _parse(text: str, ref: str) -> tuple[str, bool, list[Any], dict[str, Any]]:
     """Split `name(args)` into the dotted name, whether it is called, and literal args."""
     try:
@@ -67,11 +78,11 @@ def _parse(text: str, ref: str) -> tuple[str, bool, list[Any], dict[str, Any]]:
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 raise ValueError("*args")
-            args.append(ast.literal_eval(arg))
+            args.append(_literal(arg))
         for kw in node.keywords:
             if kw.arg is None:
                 raise ValueError("**kwargs")
-            kwargs[kw.arg] = ast.literal_eval(kw.value)
+            kwargs[kw.arg] = _literal(kw.value)
     except ValueError as exc:
         raise ScorerDefinitionError(
             f"scorer reference {ref!r}: arguments must be literals (numbers, strings, lists, dicts, "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Final, overload
@@ -225,8 +225,8 @@ class Scorer:
     async def arun(self, trace: Trace, expectations: Mapping[str, Any] | None = None) -> ScoreResult:
         """Score one trace from async code; works for sync and async scorers.
 
-        With a `timeout`, an async scorer runs under `asyncio.wait_for` and a sync one in a
-        worker thread (`asyncio.to_thread`) under `wait_for`; a scorer still running at the
+        With a `timeout`, an async scorer runs under `asyncio.timeout` and a sync one in a
+        worker thread (`asyncio.to_thread`) under the same deadline; a scorer still running at the
         deadline yields an error feedback with code `SCORER_TIMEOUT`. (A timed-out thread
         cannot be killed: it finishes in the background and its result is discarded.) A sync
         scorer without a timeout runs inline, exactly like `run`.
@@ -237,21 +237,21 @@ class Scorer:
         kwargs = self._arguments(trace, expectations)
         if isinstance(kwargs, str):
             return ScoreResult([], kwargs, perf_counter() - start)
+        # `asyncio.timeout` rather than `wait_for`: same cancellation, but `expired()` tells
+        # our deadline apart from a TimeoutError the scorer raised itself.
+        deadline = asyncio.timeout(self.timeout)
         try:
-            if self.is_async:
-                awaitable: Awaitable[Any] = self._fn(**kwargs)
-            else:
-                awaitable = asyncio.to_thread(self._fn, **kwargs)
-            if self.timeout is None:
-                value = await awaitable
-            else:
-                value = await asyncio.wait_for(awaitable, self.timeout)
-        except TimeoutError:
-            error = AssessmentError(
-                "SCORER_TIMEOUT", f"scorer {self.name!r} did not finish within {self.timeout} s"
-            )
-            return ScoreResult([self._feedback_error(error)], None, perf_counter() - start)
+            async with deadline:
+                if self.is_async:
+                    value = await self._fn(**kwargs)
+                else:
+                    value = await asyncio.to_thread(self._fn, **kwargs)
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                error = AssessmentError(
+                    "SCORER_TIMEOUT", f"scorer {self.name!r} did not finish within {self.timeout} s"
+                )
+                return ScoreResult([self._feedback_error(error)], None, perf_counter() - start)
             return ScoreResult([self._error_feedback(exc)], None, perf_counter() - start)
         return self._result(value, start)
 

@@ -58,62 +58,82 @@ from sinks._keys import RedisKeys, escape, minute_of, pair_state, summable, unes
 
 __all__ = ["Aggregate", "RedisSink"]
 
-# The prefix and TTLs are baked into the script text (one script per sink configuration), so
-# that per pair the client packs, and Redis parses, only what varies. ARGV: 1 write token,
-# 2 trace_id, 3 experiment (escaped), 4 scorer, 5 scorer version, 6 pair state, 7
-# `skipped:{reason}` / `error:{code}` / ''; then 4 per assessment: name, JSON, code, minute. The
-# code is `-` (skipped: not aggregated), `pass`, `fail`, `error`, a number to add as a value,
-# or '' (counted only). Coverage per minute uses the first assessment's minute (ARGV[11]).
+# The prefix and TTLs are baked into the script text (one script per sink configuration). One
+# call records a whole chunk of pairs: ARGV[1] is the write token, ARGV[2] a JSON array with one
+# entry per pair: [trace_id, experiment (escaped), scorer, version, state, detail, minute,
+# name, JSON, code, name, JSON, code, ...] (three per assessment). `detail` is
+# `skipped:{reason}` / `error:{code}` / ''. The code is `-` (skipped: not aggregated), `pass`,
+# `fail`, `error`, a number to add as a value, or '' (counted only). Packing a chunk into one
+# argument keeps the client's per-argument encoding cost off the hot path. Returns one
+# character per pair ('1' new, '0' replay, 'E' rejected: an error in one pair does not stop the
+# others) and the first error message.
 _RECORD_LUA = """
 local P = __PREFIX__
-local token, scorer = ARGV[1], ARGV[4]
-local t = P .. 't:' .. ARGV[2]
-local guard = 'done:' .. scorer .. ':' .. ARGV[5]
-if redis.call('HSETNX', t, guard, token) == 0 then
-  if redis.call('HGET', t, guard) == token then return 1 end
-  return 0
-end
-local e = ARGV[3]
-local fields = {'exp', e}
-for i = 8, #ARGV, 4 do
-  local name, code = ARGV[i], ARGV[i + 2]
-  fields[#fields + 1] = 'a:' .. name
-  fields[#fields + 1] = ARGV[i + 1]
-  if code ~= '-' then
-    local agg = P .. 'agg:' .. e .. ':' .. name .. ':' .. ARGV[i + 3]
-    -- The first count of a minute sets its TTL and indexes the name; later ones need not.
-    if redis.call('HINCRBY', agg, 'count', 1) == 1 then
-      redis.call('PEXPIRE', agg, __AGGREGATE_TTL__)
-      redis.call('SADD', P .. 'names:' .. e, name)
+local token = ARGV[1]
+local pairs_ = cjson.decode(ARGV[2])
+local out = {}
+local firsterr = ''
+local function record(k, p)
+  local t = P .. 't:' .. p[1]
+  local e, scorer, minute = p[2], p[3], p[7]
+  local guard = 'done:' .. scorer .. ':' .. p[4]
+  local fresh = redis.call('HSETNX', t, guard, token) == 1
+  if not fresh and redis.call('HGET', t, guard) == token then
+    out[k] = '1'
+  elseif not fresh then
+    out[k] = '0'
+  else
+    out[k] = '1'
+    local fields = {'exp', e}
+    for i = 8, #p, 3 do
+      local name, code = p[i], p[i + 2]
+      fields[#fields + 1] = 'a:' .. name
+      fields[#fields + 1] = p[i + 1]
+      if code ~= '-' then
+        local agg = P .. 'agg:' .. e .. ':' .. name .. ':' .. minute
+        -- The first count of a minute sets its TTL and indexes the name; later ones need not.
+        if redis.call('HINCRBY', agg, 'count', 1) == 1 then
+          redis.call('PEXPIRE', agg, __AGGREGATE_TTL__)
+          redis.call('SADD', P .. 'names:' .. e, name)
+        end
+        if code == 'pass' then
+          redis.call('HINCRBY', agg, 'pass', 1)
+          redis.call('HINCRBYFLOAT', agg, 'sum', 1)
+        elseif code == 'fail' or code == 'error' then
+          redis.call('HINCRBY', agg, code, 1)
+        elseif code ~= '' then
+          redis.call('HINCRBY', agg, 'value', 1)
+          redis.call('HINCRBYFLOAT', agg, 'sum', code)
+        end
+      end
     end
-    if code == 'pass' then
-      redis.call('HINCRBY', agg, 'pass', 1)
-      redis.call('HINCRBYFLOAT', agg, 'sum', 1)
-    elseif code == 'fail' or code == 'error' then
-      redis.call('HINCRBY', agg, code, 1)
-    elseif code ~= '' then
-      redis.call('HINCRBY', agg, 'value', 1)
-      redis.call('HINCRBYFLOAT', agg, 'sum', code)
+    redis.call('HSET', t, unpack(fields))
+    redis.call('PEXPIRE', t, __TRACE_TTL__)
+    local state, detail = p[5], p[6]
+    local cov = P .. 'cov:' .. e .. ':' .. scorer
+    local covm = P .. 'covm:' .. e .. ':' .. scorer .. ':' .. minute
+    -- cov never expires, nor do the index sets, so the first pair of a state is enough to index.
+    if redis.call('HINCRBY', cov, state, 1) == 1 then
+      redis.call('SADD', P .. 'experiments', e)
+      redis.call('SADD', P .. 'scorers:' .. e, scorer)
+    end
+    if redis.call('HINCRBY', covm, state, 1) == 1 then redis.call('PEXPIRE', covm, __AGGREGATE_TTL__) end
+    if detail ~= '' then
+      redis.call('HINCRBY', cov, detail, 1)
+      redis.call('HINCRBY', covm, detail, 1)
     end
   end
 end
-redis.call('HSET', t, unpack(fields))
-redis.call('PEXPIRE', t, __TRACE_TTL__)
-local state, detail = ARGV[6], ARGV[7]
-local cov = P .. 'cov:' .. e .. ':' .. scorer
-local covm = P .. 'covm:' .. e .. ':' .. scorer .. ':' .. ARGV[11]
--- cov never expires, nor do the index sets, so the first pair of a state is enough to index.
-if redis.call('HINCRBY', cov, state, 1) == 1 then
-  redis.call('SADD', P .. 'experiments', e)
-  redis.call('SADD', P .. 'scorers:' .. e, scorer)
+for k = 1, #pairs_ do
+  local ok, err = pcall(record, k, pairs_[k])
+  if not ok then
+    out[k] = 'E'
+    if firsterr == '' then firsterr = type(err) == 'table' and (err.err or 'error') or tostring(err) end
+  end
 end
-if redis.call('HINCRBY', covm, state, 1) == 1 then redis.call('PEXPIRE', covm, __AGGREGATE_TTL__) end
-if detail ~= '' then
-  redis.call('HINCRBY', cov, detail, 1)
-  redis.call('HINCRBY', covm, detail, 1)
-end
-return 1
+return {table.concat(out), firsterr}
 """
+_CHUNK = 500  # pairs per script call: bounds how long one call holds Redis (~5 ms)
 _LUA_PLAIN = frozenset(string.ascii_letters + string.digits + ":_.-")
 
 
@@ -230,18 +250,9 @@ def _converted(operation: str) -> Iterator[None]:
         raise _convert(exc, operation) from exc
 
 
-def _payload(a: Assessment) -> bytes:
-    """The stored JSON of an assessment: its `to_dict()` plus the trace end the minute came from."""
-    d = a.to_dict()
-    d["trace_end_ms"] = a.trace_end_ms
-    try:
-        return orjson.dumps(d, default=str, option=orjson.OPT_NON_STR_KEYS)
-    except (orjson.JSONEncodeError, TypeError):
-        # Integers beyond 64 bits or nesting orjson refuses: keep the record, as text.
-        d["value"] = repr(a.value)
-        if a.metadata is not None:
-            d["metadata"] = repr(dict(a.metadata))
-        return orjson.dumps(d, default=str, option=orjson.OPT_NON_STR_KEYS)
+def _payload(a: Assessment) -> str:
+    """The stored JSON of an assessment (`Assessment.to_json`, computed once and shared)."""
+    return a.to_json().decode()
 
 
 def _text(x: bytes | str) -> str:
@@ -348,8 +359,7 @@ class RedisSink:
         if n == 0:
             return new
         tok = token or os.urandom(8).hex()
-        sha = self._sha
-        commands: list[tuple[int, list[Any]]] = []
+        entries: list[tuple[int, list[Any]]] = []
         seen: set[tuple[str, str, int]] = set()
         for i, pair in enumerate(pairs):
             if not pair:
@@ -361,17 +371,14 @@ class RedisSink:
                 continue
             seen.add(ident)
             state, detail = pair_state(pair)
-            args: list[Any] = [
-                "EVALSHA",
-                sha,
-                0,
-                tok,
+            entry: list[Any] = [
                 trace_id,
                 escape(exp),
                 scorer,
-                version,
+                str(version),
                 state,
                 "" if detail is None else f"{state}:{detail}",
+                str(minute_of(a0)),
             ]
             for a in pair:
                 if a is not a0 and (
@@ -393,30 +400,36 @@ class RedisSink:
                     if code == "value":
                         x = summable(a)
                         code = "" if x is None else repr(x)
-                args += (a.name, _payload(a), code, minute_of(a))
-            commands.append((i, args))
-        await self._run(commands, new)
+                entry += (a.name, _payload(a), code)
+            entries.append((i, entry))
+        chunks = [entries[k : k + _CHUNK] for k in range(0, len(entries), _CHUNK)]
+        await self._run(tok, chunks, new)
         return new
 
-    async def _run(self, commands: list[tuple[int, list[Any]]], new: list[bool]) -> None:
-        """Send the scripts in one pipeline; reload the script and resend what hit NOSCRIPT."""
+    async def _run(self, token: str, chunks: list[list[tuple[int, list[Any]]]], new: list[bool]) -> None:
+        """Send one script call per chunk, all in one pipeline; reload the script on NOSCRIPT."""
         if not self._loaded:
             await self._load()
+        sha = self._sha
         for attempt in range(2):
             pipe = self._client.pipeline(transaction=False)
-            for _, args in commands:
-                pipe.execute_command(*args)
+            for chunk in chunks:
+                pipe.execute_command("EVALSHA", sha, 0, token, orjson.dumps([e for _, e in chunk]))
             with _converted("write"):
                 replies = await pipe.execute(raise_on_error=False)
-            missing: list[tuple[int, list[Any]]] = []
+            missing: list[list[tuple[int, list[Any]]]] = []
             failure: tuple[int, BaseException] | None = None
-            for (i, args), reply in zip(commands, replies, strict=True):
+            for chunk, reply in zip(chunks, replies, strict=True):
                 if isinstance(reply, rexc.NoScriptError):
-                    missing.append((i, args))
+                    missing.append(chunk)
                 elif isinstance(reply, BaseException):
-                    failure = failure or (i, reply)
+                    failure = failure or (chunk[0][0], reply)
                 else:
-                    new[i] = reply == 1
+                    flags, message = _text(reply[0]), _text(reply[1])
+                    for (i, _), flag in zip(chunk, flags, strict=True):
+                        if flag == "E":
+                            failure = failure or (i, rexc.ResponseError(message))
+                        new[i] = flag == "1"
             if failure is not None:
                 i, exc = failure
                 err = _convert(exc, "write")
@@ -427,7 +440,7 @@ class RedisSink:
                 return
             # Redis restarted or its script cache was flushed since we loaded the script.
             await self._load()
-            commands = missing
+            chunks = missing
             if attempt:
                 break
         raise SinkError("redis kept answering NOSCRIPT after SCRIPT LOAD", sink="redis", operation="write")

@@ -35,6 +35,7 @@ class Entry:
     """One consumed message and its results; finished when `pending` reaches 0."""
 
     offset: int
+    partition: int = 0
     pending: int = 0
     pairs: list[list[Assessment]] = field(default_factory=list)
     dead: DeadLetter | None = None
@@ -44,7 +45,7 @@ class Entry:
 class Checkpoint:
     """Per-partition queues of entries; hands out finished prefixes and their commit offsets."""
 
-    __slots__ = ("_queues", "_last", "size")
+    __slots__ = ("_last", "_queues", "size")
 
     def __init__(self) -> None:
         self._queues: dict[Any, deque[Entry]] = {}

@@ -68,7 +68,13 @@ def write_assessments(path: Path, assessments: list[Assessment]) -> None:
     if suffix == ".jsonl":
         with path.open("wb") as fh:
             for a in assessments:
-                fh.write(a.to_json())
+                # Not `a.to_json()`: it caches the bytes on the assessment, and orjson's
+                # buffers are ~8 KB each, so a 60k-row run would hold ~500 MB.
+                try:
+                    line = orjson.dumps(a.to_dict(), default=str, option=orjson.OPT_NON_STR_KEYS)
+                except (orjson.JSONEncodeError, TypeError):
+                    line = a.to_json()  # its fallback handles values JSON cannot hold
+                fh.write(line)
                 fh.write(b"\n")
     elif suffix == ".csv":
         with path.open("w", newline="", encoding="utf-8") as fh:
@@ -144,10 +150,10 @@ def evaluate_command(
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Async scorer calls (judges) at once.")] = 16,
     judge_base_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible base URL [env TRACEWATCH_JUDGE_BASE_URL].")
+        str | None, typer.Option(help="OpenAI-compatible base URL (env TRACEWATCH_JUDGE_BASE_URL).")
     ] = None,
     judge_api_key: Annotated[
-        str | None, typer.Option(help="Judge API key [env TRACEWATCH_JUDGE_API_KEY].", show_default=False)
+        str | None, typer.Option(help="Judge API key (env TRACEWATCH_JUDGE_API_KEY).", show_default=False)
     ] = None,
     judge_max_in_flight: Annotated[
         int | None, typer.Option(min=1, help="Judge requests in flight per model.")
@@ -159,8 +165,7 @@ def evaluate_command(
 ) -> None:
     """Score trace files offline and print a summary table (no Kafka or Redis needed).
 
-    Every (trace, scorer) pair ends scored, error or skipped; records that are not valid
-    traces are counted as invalid with their reason.
+    Every (trace, scorer) pair ends scored, error or skipped; bad records count as invalid.
     """
     console = Console()
     if out is not None and out.suffix.lower() not in _OUT_SUFFIXES:
@@ -174,14 +179,17 @@ def evaluate_command(
         except ScorerDefinitionError as exc:
             raise typer.BadParameter(str(exc), param_hint="--scorer") from None
     started = time.perf_counter()
-    records = list(iter_traces(path))
-    if not records:
+    # A counting pass first (cheap, page-cached) so the bar has a total while the scoring
+    # pass streams: holding every record in memory would cost ~15x the file size.
+    n_records = sum(1 for _ in iter_traces(path))
+    if not n_records:
         console.print(f"[red]no traces found in {path}[/]")
         raise typer.Exit(1)
     judges = [s for s in scorers if isinstance(s, Judge) and s.client is None]
+    clients: list[JudgeClient] = []
 
     async def run(progress: Progress) -> EvaluationResult:
-        task = progress.add_task("scoring", total=len(records))
+        task = progress.add_task("scoring", total=n_records)
         client = None
         if judges:
             client = JudgeClient.from_env(
@@ -193,11 +201,12 @@ def evaluate_command(
                 timeout=judge_timeout,
                 max_retries=judge_max_retries,
             )
+            clients.append(client)
             for judge in judges:
                 judge.bind(client)
         try:
             return await aevaluate(
-                records,
+                path,
                 scorers,
                 concurrency=concurrency,
                 on_progress=lambda done: progress.update(task, completed=done),
@@ -218,16 +227,27 @@ def evaluate_command(
     if result.invalid:
         console.print(f"[yellow]{len(result.invalid)} invalid record(s):[/]")
         for bad in result.invalid[:10]:
-            console.print(f"  {bad.source}: {bad.reason}: {bad.message}", markup=False, highlight=False)
+            console.print(
+                f"  {bad.source}: {bad.reason}: {bad.message}", markup=False, highlight=False, soft_wrap=True
+            )
         if len(result.invalid) > 10:
             console.print(f"  ... and {len(result.invalid) - 10} more")
+    for client in clients:
+        st = client.stats
+        console.print(
+            f"judge: {st.requests} requests ({st.retries} retries; by status {st.by_status}), "
+            f"{st.prompt_tokens} prompt + {st.completion_tokens} completion tokens, ${st.cost:.4f}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if out is not None:
         write_assessments(out, result.assessments)
         console.print(f"wrote {len(result.assessments)} assessments to {out}", markup=False, highlight=False)
-    total = time.perf_counter() - started
+    elapsed = time.perf_counter() - started
     console.print(
         f"{result.records} traces ({len(result.invalid)} invalid), {len(scorers)} scorers: "
-        f"{result.duration_s:.2f} s scoring, {total:.2f} s total, "
+        f"{result.duration_s:.2f} s scoring, {elapsed:.2f} s total, "
         f"{result.traces_per_s:,.0f} traces/s",
         markup=False,
         highlight=False,

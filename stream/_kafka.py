@@ -102,10 +102,8 @@ async def create_topics(
             for name in wanted:
                 result[name] = "exists" if name in existing else "created"
             if new:
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently: fine
                     await admin.create_topics(new)
-                except TopicAlreadyExistsError:
-                    pass
                 # Wait until the new topics show in metadata, so a publish right after works.
                 for _ in range(100):
                     counts = await _partition_counts(admin, [t.name for t in new])

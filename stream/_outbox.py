@@ -18,8 +18,8 @@ from scorers import Assessment
 from sinks import Metrics, RedisSink, SinkUnavailableError
 from stream._checkpoint import Entry
 from stream._config import Topics
-from stream._kafka import AIOKafkaProducer, KafkaError
 from stream._exceptions import KafkaUnavailableError
+from stream._kafka import AIOKafkaProducer, KafkaError
 
 __all__ = ["Outbox"]
 
@@ -46,6 +46,7 @@ class Outbox:
         self._publish = publish_assessments
         self._max_retry_interval = max_retry_interval
         self.stopping: asyncio.Event | None = None
+        self._n_assessment_partitions: int | None = None
 
     async def write(self, entries: Sequence[Entry]) -> None:
         """Make every result of `entries` durable in Kafka and Redis, then count it.
@@ -58,28 +59,38 @@ class Outbox:
             SinkUnavailableError: Redis stayed down while the worker was stopping.
         """
         pairs: list[list[Assessment]] = []
-        futures: list[asyncio.Future[Any]] = []
-        send = self._producer.send
-        dlq = self._topics.dlq
-        atopic = self._topics.assessments
+        dead: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for e in entries:
+            d = e.dead
+            if d is not None:
+                headers = [
+                    ("tw-reason", d.reason.encode()),
+                    ("tw-error", d.error.encode()[:1000]),
+                    ("tw-source-topic", d.topic.encode()),
+                    ("tw-source-partition", str(d.partition).encode()),
+                    ("tw-source-offset", str(d.offset).encode()),
+                ]
+                dead.append((d.key, d.value, headers))
+            if e.pairs:
+                pairs.extend(e.pairs)
+                if self._publish:
+                    rows = by_partition.get(e.partition)
+                    if rows is None:
+                        rows = by_partition[e.partition] = []
+                    for pair in e.pairs:
+                        for a in pair:
+                            rows.append((a.trace_id.encode(), a.to_json()))
         try:
-            for e in entries:
-                d = e.dead
-                if d is not None:
-                    headers = [
-                        ("tw-reason", d.reason.encode()),
-                        ("tw-error", d.error.encode()[:1000]),
-                        ("tw-source-topic", d.topic.encode()),
-                        ("tw-source-partition", str(d.partition).encode()),
-                        ("tw-source-offset", str(d.offset).encode()),
-                    ]
-                    futures.append(await send(dlq, value=d.value, key=d.key, headers=headers))
-                if e.pairs:
-                    pairs.extend(e.pairs)
-                    if self._publish:
-                        for pair in e.pairs:
-                            for a in pair:
-                                futures.append(await send(atopic, value=a.to_json(), key=a.trace_id.encode()))
+            futures: list[asyncio.Future[Any]] = []
+            if dead:
+                futures += await self._send_batches(self._topics.dlq, 0, dead)
+            if by_partition:
+                n = await self._assessment_partitions()
+                for part, rows in by_partition.items():
+                    futures += await self._send_batches(
+                        self._topics.assessments, part % n, [(k, v, []) for k, v in rows]
+                    )
             if futures:
                 await asyncio.gather(*futures)
         except KafkaError as exc:
@@ -93,6 +104,31 @@ class Outbox:
         fresh = [p for p, n in zip(pairs, new, strict=True) if n]
         if fresh:
             self._metrics.record_pairs(fresh)
+
+    async def _send_batches(
+        self, topic: str, partition: int, rows: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]
+    ) -> list[asyncio.Future[Any]]:
+        """Append rows to producer batches directly: ~10x cheaper than one `send` per record."""
+        futures: list[asyncio.Future[Any]] = []
+        producer = self._producer
+        batch = producer.create_batch()
+        for key, value, headers in rows:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    size = len(value or b"")
+                    raise KafkaUnavailableError(f"a record of {size} bytes does not fit a batch of {topic}")
+        if batch.record_count():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
+    async def _assessment_partitions(self) -> int:
+        """Assessments go to the trace's source partition (mod this count): one trace, one partition."""
+        if self._n_assessment_partitions is None:
+            parts = await self._producer.partitions_for(self._topics.assessments)
+            self._n_assessment_partitions = max(len(parts), 1)
+        return self._n_assessment_partitions
 
     async def _write_redis(self, pairs: list[list[Assessment]]) -> list[bool]:
         delay = 0.1

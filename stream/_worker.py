@@ -17,6 +17,7 @@ import logging
 import signal
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,7 @@ class WorkerOptions:
     poll_interval: float = 0.1
     judge_max_in_flight: int = 64
     max_uncommitted: int = 20_000
+    max_flushes: int = 2
     shutdown_timeout: float = 10.0
 
 
@@ -85,6 +87,8 @@ class Worker:
         self._judge_slots = asyncio.Semaphore(self.opts.judge_max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._traces_topic = settings.topics.traces
+        self._flushes: deque[asyncio.Task[None]] = deque()
+        self._last_flush: asyncio.Task[None] | None = None
         self.processed = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -129,13 +133,13 @@ class Worker:
 
     async def _shutdown(self) -> None:
         if self._tasks:
-            done, pending = await asyncio.wait(set(self._tasks), timeout=self.opts.shutdown_timeout)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.opts.shutdown_timeout)
             for t in pending:
                 t.cancel()
             if pending:
                 log.warning("abandoned %d unfinished judge calls: their traces will be redelivered", len(pending))
         try:
-            await self._flush()
+            await self._drain_flushes()
         except Exception:
             log.exception("final flush failed: unflushed messages will be redelivered")
 
@@ -147,7 +151,7 @@ class Worker:
         max_bytes = self.settings.max_trace_bytes
         received: dict[str, int] = {}
         for msg in msgs:
-            entry = Entry(msg.offset)
+            entry = Entry(msg.offset, tp.partition)
             value = msg.value
             try:
                 if value is None:
@@ -229,11 +233,33 @@ class Worker:
             await asyncio.wait(set(self._tasks), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
 
     async def _flush(self) -> None:
-        """Write out every finished prefix, then commit exactly those offsets."""
+        """Hand every finished prefix to a flush task, keeping at most `max_flushes` in flight.
+
+        Flushes overlap with scoring the next batch (Redis and Kafka round trips are the
+        slow part), but commit strictly in order: each waits for its predecessor to commit
+        first, and a failed flush makes every later one fail too, so no offset is ever
+        committed past a result that is not durable.
+        """
         entries, offsets = self.checkpoint.take_ready()
-        if not entries:
-            return
+        if entries:
+            prev = self._last_flush
+            task = asyncio.create_task(self._write_and_commit(entries, offsets, prev))
+            self._last_flush = task
+            self._flushes.append(task)
+        while self._flushes and (self._flushes[0].done() or len(self._flushes) > self.opts.max_flushes):
+            await self._flushes.popleft()  # re-raises a failed flush: the worker stops
+
+    async def _drain_flushes(self) -> None:
+        await self._flush()
+        while self._flushes:
+            await self._flushes.popleft()
+
+    async def _write_and_commit(
+        self, entries: list[Entry], offsets: dict[Any, int], prev: asyncio.Task[None] | None
+    ) -> None:
         await self.outbox.write(entries)
+        if prev is not None:
+            await prev  # raises if an earlier flush failed: then we must not commit either
         try:
             await self.consumer.commit(offsets)
         except KafkaError as exc:
@@ -243,7 +269,7 @@ class Worker:
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         """Commit what is finished before the partitions move; abandon the rest (redelivered)."""
         try:
-            await self._flush()
+            await self._drain_flushes()
         except Exception:
             log.exception("flush on revoke failed: those messages will be redelivered to the new owner")
         dropped = self.checkpoint.reset(revoked)

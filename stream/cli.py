@@ -61,7 +61,10 @@ def _progress() -> Progress:
 
 @app.command()
 def publish(
-    path: Annotated[Path, typer.Argument(help="A JSONL file (one trace per line), a trace JSON file, or a folder of them.", exists=True)],
+    path: Annotated[
+        Path,
+        typer.Argument(help="A JSONL file (one trace per line), a trace JSON file, or a folder of them.", exists=True),
+    ],
     bootstrap: BootstrapOpt = None,
     topic: Annotated[str | None, typer.Option(help="Topic to publish to [default: <prefix>traces]")] = None,
     skip_invalid: Annotated[bool, typer.Option(help="Report invalid traces and go on instead of stopping.")] = False,
@@ -120,7 +123,8 @@ def publish(
 def topics_create(
     bootstrap: BootstrapOpt = None,
     partitions: Annotated[
-        int | None, typer.Option(help="Partitions of traces/feedback/assessments [env TRACEWATCH_PARTITIONS, default 4]")
+        int | None,
+        typer.Option(help="Partitions of traces/feedback/assessments [env TRACEWATCH_PARTITIONS, default 4]"),
     ] = None,
 ) -> None:
     """Create the traces, feedback, assessments and DLQ topics (existing ones are kept)."""
@@ -152,14 +156,16 @@ def worker(
     bootstrap: BootstrapOpt = None,
     redis_url: Annotated[str | None, typer.Option(help="[env TRACEWATCH_REDIS_URL]")] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Port of /metrics; 0 picks a free one, -1 disables [env TRACEWATCH_METRICS_PORT, default 9108]")
+        int | None,
+        typer.Option(help="Port of /metrics; 0 picks a free one, -1 disables [env TRACEWATCH_METRICS_PORT: 9108]"),
     ] = None,
     processes: Annotated[
         int, typer.Option(help="Worker processes to start (one per core); process i serves metrics on port+i.")
     ] = 1,
     max_records: Annotated[int, typer.Option(help="Max messages per fetched batch.")] = 2000,
     judge_max_in_flight: Annotated[
-        int | None, typer.Option(help="Cap on judge calls in flight; fetching pauses at the cap [env TRACEWATCH_JUDGE_MAX_IN_FLIGHT]")
+        int | None,
+        typer.Option(help="Judge calls in flight; fetching pauses at the cap [env TRACEWATCH_JUDGE_MAX_IN_FLIGHT]"),
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import shutil
+import subprocess
 from collections import defaultdict
 
 import orjson

@@ -27,7 +27,9 @@ from scorers import (
 MODEL = "openai:/gpt-4.1-mini"
 
 
-def completion(content: str = '{"result": "yes", "rationale": "ok"}', prompt_tokens: int = 10, completion_tokens: int = 5):
+def completion(
+    content: str = '{"result": "yes", "rationale": "ok"}', prompt_tokens: int = 10, completion_tokens: int = 5
+):
     return httpx.Response(
         200,
         json={
@@ -189,7 +191,11 @@ async def test_overall_deadline_per_request() -> None:
         return completion()
 
     async with JudgeClient(
-        "http://judge.test/v1", transport=httpx.MockTransport(slow), timeout=0.05, max_retries=1, backoff_base=0.001
+        "http://judge.test/v1",
+        transport=httpx.MockTransport(slow),
+        timeout=0.05,
+        max_retries=1,
+        backoff_base=0.001,
     ) as client:
         start = time.perf_counter()
         with pytest.raises(JudgeTimeoutError):
@@ -209,7 +215,9 @@ async def test_in_flight_cap_per_model() -> None:
         current -= 1
         return completion()
 
-    async with JudgeClient("http://judge.test/v1", transport=httpx.MockTransport(handler), max_in_flight=3) as client:
+    async with JudgeClient(
+        "http://judge.test/v1", transport=httpx.MockTransport(handler), max_in_flight=3
+    ) as client:
         await asyncio.gather(*(client.complete(MODEL, f"p{i}") for i in range(20)))
         assert peak == 3
         peak = 0

@@ -35,7 +35,11 @@ from scorers import (
     [
         ('{"result": "yes", "rationale": "fine"}', "yes/no", ("yes", "fine")),
         ('```json\n{"result": "No", "rationale": "rude"}\n```', "yes/no", ("no", "rude")),
-        ('Sure! Here is my verdict: {"result": true, "rationale": "ok"} Hope it helps.', "yes/no", ("yes", "ok")),
+        (
+            'Sure! Here is my verdict: {"result": true, "rationale": "ok"} Hope it helps.',
+            "yes/no",
+            ("yes", "ok"),
+        ),
         ('{"value": "FALSE", "rationale": "x"}', "yes/no", ("no", "x")),
         ('{"result": "yes"}', "bool", (True, None)),
         ('{"result": "4", "rationale": "good"}', "int", (4, "good")),
@@ -79,19 +83,26 @@ def test_parse_verdict_truncates_raw_text() -> None:
 
 def test_make_judge_templates() -> None:
     judge = make_judge(
-        "response_quality", "Evaluate if {{ outputs }} is high quality for {{inputs}}.", str, "openai:/gpt-4o"
+        name="response_quality",
+        instructions="Evaluate if {{ outputs }} is high quality for {{inputs}}.",
+        model="openai:/gpt-4o",
+        feedback_value_type=str,
     )
     assert judge.params == frozenset({"inputs", "outputs"})
     assert judge.is_judge and judge.is_async and judge.model == "openai:/gpt-4o"
     assert judge.source == AssessmentSource("LLM_JUDGE", "openai:/gpt-4o")
-    assert make_judge("t", "Check {{ trace }} against {{ expectations }}").params == frozenset({"trace", "expectations"})
-    with pytest.raises(ScorerDefinitionError, match=r"unknown template variable\(s\) 'conversationz'") as info:
+    assert make_judge("t", "Check {{ trace }} against {{ expectations }}").params == frozenset(
+        {"trace", "expectations"}
+    )
+    with pytest.raises(
+        ScorerDefinitionError, match=r"unknown template variable\(s\) 'conversationz'"
+    ) as info:
         make_judge("bad", "Is {{ conversationz }} ok given {{ inputs }}?")
     assert "{{ inputs }}, {{ outputs }}, {{ expectations }}, {{ trace }}" in str(info.value)
     with pytest.raises(ScorerDefinitionError, match="use no template variable"):
         make_judge("none", "Is the answer good?")
     with pytest.raises(ScorerDefinitionError, match="feedback_value_type"):
-        make_judge("t", "{{ outputs }}", dict)
+        make_judge("t", "{{ outputs }}", feedback_value_type=dict)
     with pytest.raises(ScorerDefinitionError, match="not supported"):
         make_judge("t", "{{ outputs }}", model="anthropic:/claude-opus-4-1-20250805")
 
@@ -107,14 +118,18 @@ def test_guidelines_validation() -> None:
 @pytest.mark.parametrize(
     "judge",
     [
-        Guidelines("follows_objective", ["Must follow the objective.", "Be concise."], model="openai:/gpt-4o"),
+        Guidelines(
+            "follows_objective", ["Must follow the objective.", "Be concise."], model="openai:/gpt-4o"
+        ),
         ExpectationsGuidelines(),
         RelevanceToQuery(),
         RetrievalGroundedness(name="grounded"),
         RetrievalRelevance(),
         Correctness(),
         Safety(),
-        make_judge("quality_1to5", "Rate 1-5 how well {{ outputs }} answers {{ inputs }}.", int),
+        make_judge(
+            "quality_1to5", "Rate 1-5 how well {{ outputs }} answers {{ inputs }}.", feedback_value_type=int
+        ),
     ],
     ids=lambda j: j.name,
 )
@@ -136,7 +151,10 @@ def test_spec_round_trip(judge) -> None:
         ({"kind": "guidelines", "name": "g"}, "missing keys ['guidelines']"),
         ({"kind": "guidelines", "name": "g", "guidelines": 5}, "guidelines must be"),
         ({"kind": "make_judge", "name": "m", "instructions": "{{ user }}"}, "unknown template variable"),
-        ({"kind": "make_judge", "name": "m", "instructions": "{{ outputs }}", "value_type": "dict"}, "value_type"),
+        (
+            {"kind": "make_judge", "name": "m", "instructions": "{{ outputs }}", "value_type": "dict"},
+            "value_type",
+        ),
         ({"kind": "safety", "name": "s", "model": "acme:/x"}, "not supported"),
         ({"kind": "safety", "name": "s", "value_type": "int"}, "answer yes/no"),
         (["kind", "safety"], "must be a mapping"),
@@ -172,7 +190,9 @@ def judge_transport(answer: str | None = None, status: int = 200):
 
 async def test_guidelines_judge_feedback(fixture_traces) -> None:
     transport, prompts = judge_transport()
-    async with JudgeClient("http://j.test/v1", transport=transport, prices={"gpt-4.1-mini": (0.4, 1.6)}) as client:
+    async with JudgeClient(
+        "http://j.test/v1", transport=transport, prices={"gpt-4.1-mini": (0.4, 1.6)}
+    ) as client:
         judge = Guidelines("professional_tone", "The email must be in a professional tone.").bind(client)
         result = await judge.arun(fixture_traces["ok"])
     (fb,) = result.feedbacks
@@ -200,7 +220,9 @@ async def test_bad_answer_and_http_failures_become_error_feedback(fixture_traces
     assert result.feedbacks[0].source.source_type == "LLM_JUDGE"
 
     transport, prompts = judge_transport(status=429)
-    async with JudgeClient("http://j.test/v1", transport=transport, max_retries=1, backoff_base=0.001) as client:
+    async with JudgeClient(
+        "http://j.test/v1", transport=transport, max_retries=1, backoff_base=0.001
+    ) as client:
         result = await Safety().bind(client).arun(fixture_traces["ok"])
     assert result.feedbacks[0].error.error_code == "JUDGE_RATE_LIMITED" and len(prompts) == 2
 
@@ -238,7 +260,9 @@ async def test_judges_skip_when_nothing_to_judge(fixture_traces, make_trace) -> 
 async def test_make_judge_renders_template_and_types(fixture_traces) -> None:
     transport, prompts = judge_transport('{"result": 4, "rationale": "Solid."}')
     async with JudgeClient("http://j.test/v1", transport=transport) as client:
-        judge = make_judge("quality", "Rate {{ outputs }} for {{ inputs }}; spans: {{ trace }}", int).bind(client)
+        judge = make_judge(
+            "quality", "Rate {{ outputs }} for {{ inputs }}; spans: {{ trace }}", feedback_value_type=int
+        ).bind(client)
         result = await judge.arun(fixture_traces["ok"])
     assert result.feedbacks[0].value == 4
     prompt = prompts[0]

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 import pytest
+import typer
+from typer.testing import CliRunner
 
-from scorers import Guidelines, JudgeClient, Safety, make_judge
+from scorers import Guidelines, JudgeClient, Safety, evaluate, make_judge
+from stream._cmd_evaluate import evaluate_command
 from stream.judge_server import JudgeServer
 
 pytestmark = pytest.mark.integration
@@ -22,7 +26,14 @@ def server():
 @pytest.fixture
 def srv(server):
     server.configure(
-        latency=0.0, jitter=0.0, rate_429=0.0, retry_after=0.0, rate_500=0.0, garbage_rate=0.0, fail_fraction=0.0, seed=0
+        latency=0.0,
+        jitter=0.0,
+        rate_429=0.0,
+        retry_after=0.0,
+        rate_500=0.0,
+        garbage_rate=0.0,
+        fail_fraction=0.0,
+        seed=0,
     )
     deadline = time.monotonic() + 2.0
     while server.stats()["in_flight"] and time.monotonic() < deadline:
@@ -99,7 +110,9 @@ async def test_fractional_retry_after_is_waited(srv, make_trace) -> None:
 async def test_500s_retried_then_exhausted(srv, make_trace) -> None:
     srv.configure(rate_500=0.4, seed=3)
     async with client(srv, max_retries=10) as c:
-        results = await asyncio.gather(*(Safety().bind(c).arun(make_trace({"q": i}, "ok")) for i in range(20)))
+        results = await asyncio.gather(
+            *(Safety().bind(c).arun(make_trace({"q": i}, "ok")) for i in range(20))
+        )
     assert all(r.state == "scored" for r in results)
     assert srv.stats()["by_status"]["500"] > 0
     srv.configure(rate_500=1.0)
@@ -137,7 +150,54 @@ async def test_in_flight_cap_holds_under_50_concurrent_calls(srv, make_trace) ->
 
 async def test_numeric_and_bool_make_judge(srv, fixture_traces) -> None:
     async with client(srv) as c:
-        score = await make_judge("q", "Rate 1-5: {{ outputs }}", int).bind(c).arun(fixture_traces["ok"])
-        flag = await make_judge("f", "Is {{ outputs }} polite?", bool).bind(c).arun(fixture_traces["ok"])
+        score = (
+            await make_judge("q", "Rate 1-5: {{ outputs }}", feedback_value_type=int)
+            .bind(c)
+            .arun(fixture_traces["ok"])
+        )
+        flag = (
+            await make_judge("f", "Is {{ outputs }} polite?", feedback_value_type=bool)
+            .bind(c)
+            .arun(fixture_traces["ok"])
+        )
     assert score.feedbacks[0].value in (4, 5)
     assert flag.feedbacks[0].value is True
+
+
+def test_evaluate_with_judges_default_client_from_env(srv, fixtures_dir, monkeypatch) -> None:
+    monkeypatch.setenv("TRACEWATCH_JUDGE_BASE_URL", srv.base_url)
+    result = evaluate(fixtures_dir, ["no_error", "Safety()", "Correctness()"], concurrency=4)
+    rows = {r.scorer: r for r in result.summary()}
+    assert rows["safety"].scored == 6 and rows["safety"].skipped == 1  # 04 has no outputs
+    assert rows["correctness"].scored == 1  # only 05 carries expectations
+    assert srv.stats()["by_status"] == {"200": 7}
+
+
+def test_cli_with_judges(srv, fixtures_dir, tmp_path) -> None:
+    srv.configure(fail_fraction=0.5)
+    app = typer.Typer()
+    app.command("evaluate")(evaluate_command)
+    app.command("noop")(lambda: None)
+    out = tmp_path / "a.jsonl"
+    args = [
+        "evaluate",
+        str(fixtures_dir),
+        "-s",
+        "Guidelines(name='tone', guidelines='Be professional.')",
+        "-s",
+        "make_judge('stars', 'Rate {{ outputs }}', feedback_value_type=int)",
+        "--judge-base-url",
+        srv.base_url,
+        "--judge-max-in-flight",
+        "2",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "tone" in result.output and "stars" in result.output
+    assert "judge: 12 requests (0 retries" in result.output
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert len(records) == 14
+    assert {r["source"]["source_type"] for r in records if r["state"] == "scored"} == {"LLM_JUDGE"}
+    assert srv.stats()["max_in_flight"] <= 2

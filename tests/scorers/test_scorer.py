@@ -71,13 +71,17 @@ def test_docs_examples_through_run_on_traces(make_trace) -> None:
     results = []
     for row in EVAL_DATASET:
         trace = make_trace(row["inputs"], row["outputs"])
-        results.append((exact_match.run(trace, row["expectations"]), is_short.run(trace, row["expectations"])))
+        results.append(
+            (exact_match.run(trace, row["expectations"]), is_short.run(trace, row["expectations"]))
+        )
     (em1, short1), (em2, short2) = results
     assert [fb.value for fb in em1.feedbacks] == [True]
     assert [fb.value for fb in em2.feedbacks] == [False]
     assert em1.feedbacks[0].name == "exact_match"
     assert em1.feedbacks[0].source == AssessmentSource("CODE", "exact_match")
-    assert short1.feedbacks[0].value is True and short1.feedbacks[0].rationale == "The response is short enough."
+    assert (
+        short1.feedbacks[0].value is True and short1.feedbacks[0].rationale == "The response is short enough."
+    )
     assert short2.feedbacks[0].name == "is_short" and short2.feedbacks[0].value is False
     assert all(r.state == "scored" for pair in results for r in pair)
 
@@ -167,7 +171,9 @@ def retrieved_document_recall(trace: Trace, expectations: dict) -> Feedback:
 
 @scorer
 def retrieved_document_recall_metadata(trace: Trace, expectations: dict) -> Feedback:
-    urls = [d["metadata"]["doc_uri"] for s in trace.search_spans(span_type=SpanType.RETRIEVER) for d in s.outputs]
+    urls = [
+        d["metadata"]["doc_uri"] for s in trace.search_spans(span_type=SpanType.RETRIEVER) for d in s.outputs
+    ]
     hits = len(set(urls) & set(expectations["relevant_document_urls"]))
     return Feedback(value=hits / len(expectations["relevant_document_urls"]))
 
@@ -194,7 +200,9 @@ def is_routing_correct(trace: Trace, expectations: dict) -> Feedback:
     invoked_agents = [span.name for span in trace.search_spans(span_type=SpanType.AGENT)]
     if invoked_agents == expectations["expected_agents"]:
         return Feedback(value=True, rationale="The sub-agents routing is correct.")
-    return Feedback(value=False, rationale=f"Expected: {expectations['expected_agents']}. Actual: {invoked_agents}.")
+    return Feedback(
+        value=False, rationale=f"Expected: {expectations['expected_agents']}. Actual: {invoked_agents}."
+    )
 
 
 def test_docs_retrieved_document_recall(fixture_traces, make_trace) -> None:
@@ -213,16 +221,29 @@ def test_docs_retrieved_document_recall(fixture_traces, make_trace) -> None:
 
 
 def test_docs_tool_call_trajectory_and_routing(fixture_traces) -> None:
-    good = tool_call_trajectory.run(fixture_traces["ok"], {"tool_call_trajectory": ["lookup_crm_opportunity"]})
+    good = tool_call_trajectory.run(
+        fixture_traces["ok"], {"tool_call_trajectory": ["lookup_crm_opportunity"]}
+    )
     assert good.feedbacks[0].value == 1
     # The failing TOOL span of trace 04 is still a tool call.
-    assert tool_call_trajectory.run(fixture_traces["error"], {"tool_call_trajectory": ["lookup_crm_opportunity"]}).feedbacks[
-        0
-    ].value == 1
-    bad = tool_call_trajectory.run(fixture_traces["ok"], {"tool_call_trajectory": ["search", "lookup_crm_opportunity"]})
+    assert (
+        tool_call_trajectory.run(
+            fixture_traces["error"], {"tool_call_trajectory": ["lookup_crm_opportunity"]}
+        )
+        .feedbacks[0]
+        .value
+        == 1
+    )
+    bad = tool_call_trajectory.run(
+        fixture_traces["ok"], {"tool_call_trajectory": ["search", "lookup_crm_opportunity"]}
+    )
     assert bad.feedbacks[0].value == 0
     assert "Actual: ['lookup_crm_opportunity']" in bad.feedbacks[0].rationale
-    assert is_routing_correct.run(fixture_traces["ok"], {"expected_agents": ["sales_email_agent"]}).feedbacks[0].value
+    assert (
+        is_routing_correct.run(fixture_traces["ok"], {"expected_agents": ["sales_email_agent"]})
+        .feedbacks[0]
+        .value
+    )
     assert not is_routing_correct.run(fixture_traces["ok"], {"expected_agents": []}).feedbacks[0].value
 
 
@@ -239,8 +260,20 @@ def test_decorator_bare_and_with_arguments() -> None:
         return 1
 
     assert isinstance(a, Scorer) and isinstance(b, Scorer)
-    assert (a.name, a.params, a.is_async, a.is_judge, a.timeout) == ("a", frozenset({"inputs", "outputs"}), False, False, None)
-    assert (b.name, b.params, b.is_async, b.timeout, b.aggregations) == ("renamed", frozenset({"trace"}), True, 1.5, ("mean", "p90"))
+    assert (a.name, a.params, a.is_async, a.is_judge, a.timeout) == (
+        "a",
+        frozenset({"inputs", "outputs"}),
+        False,
+        False,
+        None,
+    )
+    assert (b.name, b.params, b.is_async, b.timeout, b.aggregations) == (
+        "renamed",
+        frozenset({"trace"}),
+        True,
+        1.5,
+        ("mean", "p90"),
+    )
     assert scorer(lambda: 1).params == frozenset()
 
 
@@ -289,7 +322,15 @@ def test_call_passes_only_declared_and_returns_raw() -> None:
 
 @pytest.mark.parametrize(
     ("value", "outcome"),
-    [(True, "pass"), (False, "fail"), (3, "value"), (0.25, "value"), ("yes", "pass"), ("no", "fail"), ("maybe", "value")],
+    [
+        (True, "pass"),
+        (False, "fail"),
+        (3, "value"),
+        (0.25, "value"),
+        ("yes", "pass"),
+        ("no", "fail"),
+        ("maybe", "value"),
+    ],
 )
 def test_primitive_returns_become_one_named_feedback(make_trace, value, outcome) -> None:
     s = Scorer(lambda outputs: value, name="prim")
@@ -308,7 +349,9 @@ def test_feedback_and_list_returns(make_trace) -> None:
     fb = one.run(trace).feedbacks[0]
     assert (fb.name, fb.value, fb.rationale, fb.source) == ("one", 0.5, "r", custom_source)
 
-    many = scorer(name="many")(lambda outputs: [Feedback(name="part_a", value=True), Feedback(name="part_b", value="no")])
+    many = scorer(name="many")(
+        lambda outputs: [Feedback(name="part_a", value=True), Feedback(name="part_b", value="no")]
+    )
     result = many.run(trace)
     assert [(f.name, f.value) for f in result.feedbacks] == [("part_a", True), ("part_b", "no")]
     assert all(f.source == AssessmentSource("CODE", "many") for f in result.feedbacks)
@@ -354,6 +397,16 @@ def test_exception_captured_never_raised(make_trace) -> None:
     assert fb.error.error_code == "SCORER_ERROR" and fb.error.error_message == "boom from scorer"
     assert "RuntimeError: boom from scorer" in fb.error.stack_trace
     assert silent.run(make_trace({}, "x")).feedbacks[0].error.error_message == "ValueError"
+
+
+async def test_own_timeout_error_is_not_a_scorer_timeout(make_trace) -> None:
+    @scorer(timeout=5)
+    async def upstream(outputs):
+        raise TimeoutError("CRM API timed out")
+
+    result = await upstream.arun(make_trace({}, "x"))
+    assert result.feedbacks[0].error.error_code == "SCORER_ERROR"
+    assert result.feedbacks[0].error.error_message == "CRM API timed out"
 
 
 async def test_judge_errors_keep_their_code(make_trace) -> None:
