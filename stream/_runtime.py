@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
+from scorers import JudgeClient
 from sinks import Metrics, RedisSink, serve_metrics
 from stream._config import Settings
 from stream._kafka import kafka_errors, make_consumer, make_producer
@@ -21,7 +22,7 @@ from stream._outbox import Outbox
 from stream._scorer_set import ScorerSet
 from stream._worker import Worker, WorkerOptions
 
-__all__ = ["WorkerHandle", "run_worker"]
+__all__ = ["WorkerHandle", "bind_judges", "run_worker"]
 
 log = logging.getLogger("tracewatch.worker")
 
@@ -33,6 +34,26 @@ class WorkerHandle:
     worker: Worker | None = None
     metrics_port: int | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def bind_judges(source: Callable[[], ScorerSet], client: JudgeClient) -> Callable[[], ScorerSet]:
+    """Wrap a scorer source so every judge in each new snapshot uses this worker's client.
+
+    One client per worker means one connection pool, one in-flight cap and one place that
+    reports judge metrics; binding happens once per snapshot, not per batch.
+    """
+    last: list[ScorerSet | None] = [None]
+
+    def current() -> ScorerSet:
+        snap = source()
+        if snap is not last[0]:
+            for a in snap.scorers:
+                if a.scorer.is_judge and hasattr(a.scorer, "bind"):
+                    a.scorer.bind(client)
+            last[0] = snap
+        return snap
+
+    return current
 
 
 async def run_worker(
@@ -68,6 +89,14 @@ async def run_worker(
     )
     producer = make_producer(settings)
     consumer = make_consumer(settings)
+    judges = JudgeClient(
+        settings.judge_base_url,
+        settings.judge_api_key,
+        max_in_flight=settings.judge_max_in_flight,
+        timeout=settings.judge_timeout_s,
+        on_request=metrics.judge_request,
+    )
+    scorers = bind_judges(scorers, judges)
     try:
         with kafka_errors(f"connecting to Kafka at {settings.kafka_bootstrap}"):
             await producer.start()
@@ -86,5 +115,6 @@ async def run_worker(
         await consumer.stop()
         await producer.stop()
         await redis.aclose()
+        await judges.aclose()
         if server is not None:
             server.shutdown()

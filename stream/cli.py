@@ -73,6 +73,7 @@ def publish(
 
     Invalid traces stop the command with a message naming the file and line, unless
     --skip-invalid is given (they are then listed and counted, never silently dropped).
+    In a folder, JSON files that are not traces at all (no `info` object) are listed and ignored.
     """
     from scorers import DecodeError, iter_traces
     from stream._publisher import TracePublisher, encode_for_wire
@@ -80,12 +81,16 @@ def publish(
     settings = _settings(kafka_bootstrap=bootstrap)
     items = list(iter_traces(path))
     invalid: list[tuple[str, str]] = []
+    not_traces: list[str] = []
     good: list[bytes] = []
     for label, data in items:
         try:
             encode_for_wire(data, max_bytes=settings.max_trace_bytes)
             good.append(data)
         except DecodeError as exc:
+            if path.is_dir() and label.endswith(".json") and exc.reason in ("missing_info", "not_object"):
+                not_traces.append(label)  # a side file in a folder of traces (e.g. an index)
+                continue
             if not skip_invalid:
                 console.print(f"[red]invalid trace[/] {label}: {exc}")
                 raise typer.Exit(2) from None
@@ -113,9 +118,11 @@ def publish(
         raise typer.Exit(1) from None
     for label, reason in invalid:
         console.print(f"[yellow]skipped invalid[/] {label}: {reason}")
+    for label in not_traces:
+        console.print(f"[dim]not a trace, ignored:[/] {label}")
     out.print(
         f"published {n} traces to {topic or settings.topics.traces} on {settings.kafka_bootstrap} "
-        f"in {dt:.2f}s ({n / max(dt, 1e-9):,.0f}/s); invalid: {len(invalid)}"
+        f"in {dt:.2f}s ({n / max(dt, 1e-9):,.0f}/s); invalid: {len(invalid)}; not traces: {len(not_traces)}"
     )
 
 

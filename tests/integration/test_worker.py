@@ -188,3 +188,28 @@ async def test_malformed_messages_go_to_dlq(settings: Settings, fixture_bytes: l
     assert sum(invalid.values()) == 1000
     assert invalid["too_large"] == 200
     await sink.aclose()
+
+
+async def test_judge_scorer_through_worker_with_judge_server(settings: Settings, fixture_bytes: list[bytes]) -> None:
+    """A judge on every trace, the judge server answering slowly with some 429s: all scored, capped."""
+    from stream.judge_server import JudgeServer
+
+    await create_topics(settings)
+    items = list(synth_traces(fixture_bytes, 300, seed=13))
+    with JudgeServer(latency=0.05, rate_429=0.2, retry_after=0) as server:
+        s = settings.model_copy(update={"judge_base_url": server.base_url, "judge_max_in_flight": 8})
+        sink = RedisSink.from_url(s.redis_url, prefix=s.redis_prefix)
+        await publish(s, items)
+        async with running_worker(s, ["Safety@1.0"], judge_max_in_flight=16) as handle:
+            cov = await wait_for_coverage(sink, {"safety": 300}, timeout=120)
+            metrics_text = httpx.get(f"http://127.0.0.1:{handle.metrics_port}/metrics").text
+        stats = server.stats()
+    no_outputs = sum(1 for i in range(300) if i % len(fixture_bytes) == 3)  # the error fixture
+    assert cov["safety"] == {"scored": 300 - no_outputs, "skipped": no_outputs, "skipped:missing_outputs": no_outputs}
+    assert stats["max_in_flight"] <= 8  # the client's cap holds
+    m = parse_metrics(metrics_text)
+    statuses = {dict(lbl)["status"]: v for (n, lbl), v in m.items() if n == "tracewatch_judge_requests_total"}
+    assert statuses.get("ok") == 300 - no_outputs and statuses.get("429", 0) > 0
+    doc = await sink.get_trace(items[0][0])
+    assert doc["assessments"]["safety"]["source"]["source_type"] == "LLM_JUDGE"
+    await sink.aclose()

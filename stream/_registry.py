@@ -1,0 +1,447 @@
+"""The scorer registry: register, start, update, stop, delete and list scorers, as in MLflow.
+
+`Registry` is the async API over the Redis store (`sinks.RegistryStore`); every check runs
+when a change is made, so a bad reference, template, rate or filter is one clear
+`RegistryError` for whoever makes it, never an error in a running worker. `snapshot()`
+rebuilds what a worker runs (a `ScorerSet`) from the stored records; `RegistryWatcher` keeps
+one current.
+
+Lifecycle, as MLflow's production monitoring: `register` adds a version (the first one
+creates the scorer, `stopped`); `start` makes it `active` with a `SamplingConfig`; `update`
+changes the sampling or budget of a scorer whatever its state; `stop` pauses it (its sampling
+is kept for the next `start`); `delete` removes it with all its versions. Registering the
+same name again adds a version, which becomes current at once (live if the scorer is active).
+Passing `sampling_config` to `register` registers and starts in one step.
+
+MLflow's `my_scorer.register()` / `.start()` sugar would need `scorers` to import `stream`,
+which the layering forbids; the module-level functions `register_scorer`, `start_scorer`, ...
+are the synchronous shortcuts instead (see `stream._registry_api`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from scorers import Judge, JudgeClient, Scorer
+from sinks._registry_store import RegistryStore
+from stream._budget import HourlyBudget
+from stream._config import Settings
+from stream._filter import parse_filter
+from stream._registry_records import (
+    BudgetConfig,
+    RegistryError,
+    SamplingConfig,
+    ScorerRecord,
+    ScorerVersion,
+    check_identifier,
+    one_message,
+    utcnow,
+)
+from stream._registry_resolve import build_scorer, define
+from stream._scorer_set import ActiveScorer, ScorerSet
+
+__all__ = ["Registry", "RegistryIssue"]
+
+log = logging.getLogger("tracewatch.registry")
+
+
+@dataclass(slots=True, frozen=True)
+class RegistryIssue:
+    """A stored record that `snapshot()` refused to run, and why."""
+
+    experiment_id: str
+    name: str
+    message: str
+
+
+class _NotFoundError(Exception):
+    """Raised inside a store transaction; turned into a `RegistryError` with a hint outside."""
+
+
+def _parse(data: Any, where: str) -> ScorerRecord:
+    try:
+        return ScorerRecord.model_validate(data)
+    except ValidationError as exc:
+        raise RegistryError(
+            f"stored record {where} is invalid ({one_message(exc)}); delete it and register again"
+        ) from exc
+
+
+def _dump(record: ScorerRecord) -> dict[str, Any]:
+    """The JSON form of a changed record, validated again (`model_copy` does not validate)."""
+    data = record.model_dump(mode="json")
+    _parse(data, f"{record.experiment_id}/{record.name} (after the change)")
+    return data
+
+
+class Registry:
+    """Registered scorers of every experiment, stored in Redis.
+
+    Args:
+        store: the Redis store (`RegistryStore.from_url(settings.redis_url, prefix=...)`).
+        settings: where the module allowlist comes from (`scorer_modules`).
+        judge_client: bound to every judge `snapshot()` builds (None: each judge uses the
+            default client of its event loop).
+
+    Every method may also raise `sinks.SinkError` when Redis fails.
+
+    Example:
+        >>> async with Registry.from_settings(Settings()) as registry:
+        ...     await registry.register("my_app.scorers:is_polite", experiment_id="1")
+        ...     await registry.start("is_polite", experiment_id="1",
+        ...                          sampling_config=SamplingConfig(sample_rate=0.1))
+    """
+
+    def __init__(self, store: RegistryStore, settings: Settings, *, judge_client: JudgeClient | None = None) -> None:
+        self.store = store
+        self.allowlist: tuple[str, ...] = tuple(settings.scorer_modules)
+        self.judge_client = judge_client
+        self.snapshot_errors: tuple[RegistryIssue, ...] = ()
+        self._owns_store = False
+        self._scorers: dict[tuple[str, str, bytes], Scorer] = {}
+        self._budgets: dict[tuple[str, str], HourlyBudget] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, judge_client: JudgeClient | None = None) -> Registry:
+        """A registry with its own store for `settings.redis_url` / `redis_prefix`, closed by `aclose`."""
+        store = RegistryStore.from_url(settings.redis_url, prefix=settings.redis_prefix)
+        registry = cls(store, settings, judge_client=judge_client)
+        registry._owns_store = True
+        return registry
+
+    async def aclose(self) -> None:
+        """Close the store if `from_settings` made it."""
+        if self._owns_store:
+            await self.store.aclose()
+
+    async def __aenter__(self) -> Registry:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # -- changes ---------------------------------------------------------------------------
+
+    async def register(
+        self,
+        scorer_or_ref: Scorer | str | Mapping[str, Any],
+        *,
+        name: str | None = None,
+        experiment_id: str = "0",
+        sampling_config: SamplingConfig | None = None,
+        budget: BudgetConfig | None = None,
+        created_by: str | None = None,
+    ) -> ScorerRecord:
+        """Register a scorer, or a new version of one: it becomes the current version.
+
+        Args:
+            scorer_or_ref: a reference (`"my_app.scorers:is_polite"`, `"no_error"`,
+                `"latency_under(max_ms=2000)"`, `"Safety(model='openai:/gpt-4.1-mini')"`), a
+                judge spec dict (`Judge.to_spec()`), a `Judge`, or a module-level `@scorer`.
+            name: the registered name (default: the scorer's own name).
+            experiment_id: the experiment whose traces it scores.
+            sampling_config: when given, also start the scorer with this sampling.
+            budget: hourly caps (`BudgetConfig()` with no caps removes a budget).
+            created_by: who registered it, kept on the version.
+
+        Returns:
+            The stored record. A new scorer is `stopped` unless `sampling_config` is given;
+            a new version of an existing scorer keeps its state and sampling.
+
+        Raises:
+            RegistryError: the reference is outside `TRACEWATCH_SCORER_MODULES`, does not
+                import, is not a scorer, a judge template uses an unknown variable, the name
+                or experiment id is not valid, ...
+        """
+        definition = define(scorer_or_ref, self.allowlist)
+        reg_name = check_identifier(name if name is not None else definition.scorer.name, "scorer name")
+        check_identifier(experiment_id, "experiment id")
+        spec = None if definition.spec is None else {**definition.spec, "name": reg_name}
+        number = await self.store.next_version(experiment_id, reg_name)
+        now = utcnow()
+        version = ScorerVersion(
+            version=number,
+            kind=definition.kind,
+            ref=definition.ref,
+            arguments=definition.arguments,
+            spec=spec,
+            created_at=now,
+            created_by=created_by,
+        )
+
+        def change(current: Any) -> dict[str, Any]:
+            if current is None:
+                record = ScorerRecord(
+                    name=reg_name,
+                    experiment_id=experiment_id,
+                    versions=[version],
+                    current_version=number,
+                    state="active" if sampling_config is not None else "stopped",
+                    sampling=sampling_config or SamplingConfig(),
+                    budget=_budget(budget, None),
+                    created_at=now,
+                    updated_at=now,
+                )
+                return _dump(record)
+            old = _parse(current, f"{experiment_id}/{reg_name}")
+            update: dict[str, Any] = {
+                "versions": [*old.versions, version],
+                "current_version": number,
+                "budget": _budget(budget, old.budget),
+                "updated_at": now,
+            }
+            if sampling_config is not None:
+                update |= {"sampling": sampling_config, "state": "active"}
+            return _dump(old.model_copy(update=update))
+
+        stored = await self.store.update(experiment_id, reg_name, change, op="register")
+        return ScorerRecord.model_validate(stored)
+
+    async def start(
+        self,
+        name: str,
+        *,
+        experiment_id: str = "0",
+        sampling_config: SamplingConfig | None = None,
+        budget: BudgetConfig | None = None,
+    ) -> ScorerRecord:
+        """Make a registered scorer active; workers pick it up within seconds.
+
+        Args:
+            sampling_config: the sampling to run with (None: the stored one, 1.0 and no
+                filter unless set before).
+            budget: new hourly caps (None: keep the stored ones).
+
+        Raises:
+            RegistryError: no such scorer, or a sample rate of 0 (use `stop` to pause).
+        """
+
+        def change(record: ScorerRecord) -> ScorerRecord:
+            sampling = sampling_config or record.sampling
+            if sampling.sample_rate <= 0:
+                raise RegistryError(
+                    f"cannot start {name!r} with sample_rate 0: it would score nothing; give a rate in (0, 1] "
+                    "(use stop to pause a scorer)",
+                    scorer=name,
+                    experiment_id=experiment_id,
+                )
+            return record.model_copy(
+                update={"state": "active", "sampling": sampling, "budget": _budget(budget, record.budget)}
+            )
+
+        return await self._change(name, experiment_id, change, "start")
+
+    async def update(
+        self,
+        name: str,
+        *,
+        experiment_id: str = "0",
+        sampling_config: SamplingConfig | None = None,
+        budget: BudgetConfig | None = None,
+    ) -> ScorerRecord:
+        """Replace the sampling config and/or budget of a scorer, keeping its state.
+
+        Raises:
+            RegistryError: no such scorer, or neither `sampling_config` nor `budget` given.
+        """
+        if sampling_config is None and budget is None:
+            raise RegistryError("nothing to update: pass sampling_config and/or budget", scorer=name)
+
+        def change(record: ScorerRecord) -> ScorerRecord:
+            return record.model_copy(
+                update={"sampling": sampling_config or record.sampling, "budget": _budget(budget, record.budget)}
+            )
+
+        return await self._change(name, experiment_id, change, "update")
+
+    async def stop(self, name: str, *, experiment_id: str = "0") -> ScorerRecord:
+        """Stop a scorer: workers drop it at their next reload; its sampling is kept for `start`.
+
+        Raises:
+            RegistryError: no such scorer.
+        """
+        return await self._change(name, experiment_id, lambda r: r.model_copy(update={"state": "stopped"}), "stop")
+
+    async def delete(self, name: str, *, experiment_id: str = "0") -> None:
+        """Delete a scorer and all its versions (version numbers are not reused afterwards).
+
+        Raises:
+            RegistryError: no such scorer.
+        """
+        check_identifier(name, "scorer name")
+        check_identifier(experiment_id, "experiment id")
+
+        def change(current: Any) -> None:
+            if current is None:
+                raise _NotFoundError
+            return None
+
+        try:
+            await self.store.update(experiment_id, name, change, op="delete")
+        except _NotFoundError:
+            raise await self._not_found(name, experiment_id) from None
+
+    async def _change(self, name: str, experiment_id: str, fn: Any, op: str) -> ScorerRecord:
+        check_identifier(name, "scorer name")
+        check_identifier(experiment_id, "experiment id")
+        where = f"{experiment_id}/{name}"
+
+        def change(current: Any) -> dict[str, Any]:
+            if current is None:
+                raise _NotFoundError
+            record: ScorerRecord = fn(_parse(current, where))
+            return _dump(record.model_copy(update={"updated_at": utcnow()}))
+
+        try:
+            stored = await self.store.update(experiment_id, name, change, op=op)
+        except _NotFoundError:
+            raise await self._not_found(name, experiment_id) from None
+        return ScorerRecord.model_validate(stored)
+
+    async def _not_found(self, name: str, experiment_id: str) -> RegistryError:
+        names = [r.name for r in await self.list_scorers(experiment_id)]
+        there = f"registered there: {', '.join(names)}" if names else "none is registered there"
+        return RegistryError(
+            f"no scorer {name!r} in experiment {experiment_id!r} ({there})", scorer=name, experiment_id=experiment_id
+        )
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def list_scorers(self, experiment_id: str | None = None) -> list[ScorerRecord]:
+        """Every registered scorer (of one experiment, when given), sorted by experiment and name.
+
+        Records that fail validation are left out and logged (`snapshot_errors` lists them
+        after a `snapshot()`).
+        """
+        _, stored = await self.store.load_all()
+        out: list[ScorerRecord] = []
+        for item in stored:
+            if experiment_id is not None and item.experiment_id != experiment_id:
+                continue
+            try:
+                out.append(_parse(item.data, f"{item.experiment_id}/{item.name}"))
+            except RegistryError as exc:
+                log.warning("%s", exc)
+        return out
+
+    async def get_record(self, name: str, *, experiment_id: str = "0") -> ScorerRecord:
+        """The stored record of one scorer (all versions, state, sampling, budget).
+
+        Raises:
+            RegistryError: no such scorer, or its record is invalid.
+        """
+        check_identifier(name, "scorer name")
+        check_identifier(experiment_id, "experiment id")
+        data = await self.store.get(experiment_id, name)
+        if data is None:
+            raise await self._not_found(name, experiment_id)
+        return _parse(data, f"{experiment_id}/{name}")
+
+    async def get_scorer(self, name: str, *, experiment_id: str = "0", version: int | None = None) -> Scorer:
+        """Load a registered scorer as a callable `Scorer` (MLflow's `get_scorer`), named as registered.
+
+        Args:
+            version: which version (None: the current one).
+
+        Raises:
+            RegistryError: no such scorer or version, or it no longer resolves (the module
+                left the allowlist, the reference broke).
+        """
+        record = await self.get_record(name, experiment_id=experiment_id)
+        return self._bind(build_scorer(record.version(version), record.name, self.allowlist))
+
+    # -- what workers run --------------------------------------------------------------------
+
+    async def snapshot(self) -> ScorerSet:
+        """Build the `ScorerSet` of every active scorer's current version, tagged with the generation.
+
+        A record that cannot run (invalid JSON or fields, a reference outside the allowlist,
+        a broken reference or spec, a bad filter) is skipped, logged and listed in
+        `snapshot_errors`; the others still run. Out-of-allowlist modules are never imported.
+        """
+        generation, stored = await self.store.load_all()
+        active: list[ActiveScorer] = []
+        issues: list[RegistryIssue] = []
+        used_scorers: set[tuple[str, str, bytes]] = set()
+        used_budgets: set[tuple[str, str]] = set()
+        for item in stored:
+            where = f"{item.experiment_id}/{item.name}"
+            try:
+                if item.error is not None:
+                    raise RegistryError(f"stored record {where} is {item.error}")
+                record = _parse(item.data, where)
+                if (record.experiment_id, record.name) != (item.experiment_id, item.name):
+                    raise RegistryError(f"stored record {where} names {record.experiment_id}/{record.name}")
+                if record.state != "active":
+                    continue
+                active.append(self._active(record, used_scorers, used_budgets))
+            except Exception as exc:  # one bad record must not stop the others from running
+                message = str(exc) if isinstance(exc, RegistryError) else f"{type(exc).__name__}: {exc}"
+                log.error("registry: not running %s: %s", where, message)
+                issues.append(RegistryIssue(item.experiment_id, item.name, message))
+        self._scorers = {k: v for k, v in self._scorers.items() if k in used_scorers}
+        self._budgets = {k: v for k, v in self._budgets.items() if k in used_budgets}
+        self.snapshot_errors = tuple(issues)
+        # Built directly rather than with `ScorerSet.of`: names are unique per experiment, and
+        # two experiments may each have a scorer of the same name.
+        ordered = tuple(sorted(active, key=lambda a: -a.sample_rate))
+        return ScorerSet(ordered, generation, frozenset(a.name for a in ordered))
+
+    def _active(
+        self, record: ScorerRecord, used_scorers: set[tuple[str, str, bytes]], used_budgets: set[tuple[str, str]]
+    ) -> ActiveScorer:
+        version = record.current
+        # Versions never change once written, but a name can be deleted and registered again,
+        # so the cache key is the definition itself.
+        key = (record.experiment_id, record.name, orjson.dumps(version.model_dump(mode="json")))
+        scorer = self._scorers.get(key)
+        if scorer is None:
+            scorer = self._bind(build_scorer(version, record.name, self.allowlist))
+            self._scorers[key] = scorer
+        used_scorers.add(key)
+        filt = parse_filter(record.sampling.filter_string)
+        return ActiveScorer(
+            scorer=scorer,
+            name=record.name,
+            version=version.version,
+            sample_rate=record.sampling.sample_rate,
+            predicate=None if filt.matches_all else filt,
+            experiment_id=record.experiment_id,
+            budget=self._budget_for(record, used_budgets),
+        )
+
+    def _budget_for(self, record: ScorerRecord, used: set[tuple[str, str]]) -> HourlyBudget | None:
+        """The scorer's budget object, kept across snapshots so a reload does not reset its count."""
+        cfg = record.budget
+        if cfg is None or cfg.is_unlimited:
+            return None
+        key = (record.experiment_id, record.name)
+        used.add(key)
+        budget = self._budgets.get(key)
+        if budget is None:
+            budget = HourlyBudget(max_calls=cfg.max_calls_per_hour, max_tokens=cfg.max_tokens_per_hour)
+            self._budgets[key] = budget
+        else:
+            budget.configure(max_calls=cfg.max_calls_per_hour, max_tokens=cfg.max_tokens_per_hour)
+        return budget
+
+    def _bind(self, scorer: Scorer) -> Scorer:
+        if self.judge_client is not None and isinstance(scorer, Judge):
+            scorer.bind(self.judge_client)
+        return scorer
+
+
+def _budget(given: BudgetConfig | None, old: BudgetConfig | None) -> BudgetConfig | None:
+    """None keeps the old budget; a config without caps removes it."""
+    if given is None:
+        return old
+    return None if given.is_unlimited else given
