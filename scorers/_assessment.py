@@ -170,6 +170,7 @@ class Assessment:
     skip_reason: str | None = None
     metadata: Mapping[str, Any] | None = None
     trace_end_ms: int | None = None
+    run_id: str = ""  # distinguishes re-runs of the same scorer version (e.g. on new ground truth)
     _json: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -198,6 +199,7 @@ class Assessment:
             "created_ms": self.created_ms,
             "metadata": dict(self.metadata) if self.metadata else None,
             "trace_end_ms": self.trace_end_ms,
+            "run_id": self.run_id or None,
         }
 
     def to_json(self) -> bytes:
@@ -242,6 +244,7 @@ class Assessment:
             skip_reason=d.get("skip_reason"),
             metadata=d.get("metadata"),
             trace_end_ms=d.get("trace_end_ms"),
+            run_id=d.get("run_id") or "",
         )
 
 
@@ -259,6 +262,7 @@ def assessments_for(
     version: int = 1,
     trace_end_ms: int | None = None,
     created_ms: int | None = None,
+    run_id: str = "",
 ) -> list[Assessment]:
     """The stored records of one sampled (trace, scorer) pair: one per feedback, or one skip.
 
@@ -279,6 +283,7 @@ def assessments_for(
                 state="skipped",
                 skip_reason=skip_reason or "no_result",
                 trace_end_ms=trace_end_ms,
+                run_id=run_id,
             )
         ]
     out: list[Assessment] = []
@@ -305,6 +310,7 @@ def assessments_for(
                 state="error" if err is not None else "scored",
                 metadata=fb.metadata,
                 trace_end_ms=trace_end_ms,
+                run_id=run_id,
             )
         )
     return out

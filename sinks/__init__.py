@@ -5,12 +5,15 @@ metrics: `RedisSink` takes a client and `Metrics` a registry, both owned by the 
 """
 
 from sinks._exceptions import SinkDataError, SinkError, SinkUnavailableError
+from sinks._join import FeedbackRecord, JoinCounts
 from sinks._keys import RedisKeys
 from sinks._prometheus import Metrics, MetricsServer, metrics_asgi_app, serve_metrics
-from sinks._redis import Aggregate, RedisSink
+from sinks._redis import Aggregate, RedisSink, WriteResult
 
 __all__ = [
     "Aggregate",
+    "FeedbackRecord",
+    "JoinCounts",
     "Metrics",
     "MetricsServer",
     "RedisKeys",
@@ -18,6 +21,7 @@ __all__ = [
     "SinkDataError",
     "SinkError",
     "SinkUnavailableError",
+    "WriteResult",
     "metrics_asgi_app",
     "serve_metrics",
 ]

@@ -54,9 +54,10 @@ from redis.backoff import ExponentialBackoff
 
 from scorers import Assessment
 from sinks._exceptions import SinkDataError, SinkError, SinkUnavailableError
+from sinks._join import FEEDBACK_LUA, JOIN_FUNCTIONS_LUA, RECORD_JOIN_LUA, SEP, FeedbackRecord, JoinCounts, parse_counts
 from sinks._keys import RedisKeys, escape, minute_of, pair_state, summable, unescape
 
-__all__ = ["Aggregate", "RedisSink"]
+__all__ = ["Aggregate", "RedisSink", "WriteResult"]
 
 # The prefix and TTLs are baked into the script text (one script per sink configuration). One
 # call records a whole chunk of pairs: ARGV[1] is the write token, ARGV[2] a JSON array with one
@@ -69,6 +70,7 @@ __all__ = ["Aggregate", "RedisSink"]
 # others) and the first error message.
 _RECORD_LUA = """
 local P = __PREFIX__
+""" + JOIN_FUNCTIONS_LUA + """
 local token = ARGV[1]
 local pairs_ = cjson.decode(ARGV[2])
 local out = {}
@@ -84,7 +86,8 @@ local function record(k, p)
     out[k] = '0'
   else
     out[k] = '1'
-    local fields = {'exp', e}
+    local first_exp = redis.call('HSETNX', t, 'exp', e) == 1
+    local fields = {}
     for i = 8, #p, 3 do
       local name, code = p[i], p[i + 2]
       fields[#fields + 1] = 'a:' .. name
@@ -109,6 +112,7 @@ local function record(k, p)
     end
     redis.call('HSET', t, unpack(fields))
     redis.call('PEXPIRE', t, __TRACE_TTL__)
+""" + RECORD_JOIN_LUA + """
     local state, detail = p[5], p[6]
     local cov = P .. 'cov:' .. e .. ':' .. scorer
     local covm = P .. 'covm:' .. e .. ':' .. scorer .. ':' .. minute
@@ -131,7 +135,7 @@ for k = 1, #pairs_ do
     if firsterr == '' then firsterr = type(err) == 'table' and (err.err or 'error') or tostring(err) end
   end
 end
-return {table.concat(out), firsterr}
+return {table.concat(out), firsterr, table.concat(agreements, RS), table.concat(votes_counted, RS)}
 """
 _CHUNK = 500  # pairs per script call: bounds how long one call holds Redis (~5 ms)
 _LUA_PLAIN = frozenset(string.ascii_letters + string.digits + ":_.-")
@@ -149,10 +153,13 @@ def _lua_literal(text: str) -> str:
     return "".join(out)
 
 
-def _record_script(prefix: str, trace_ttl_ms: int, aggregate_ttl_ms: int) -> tuple[str, str]:
-    """The record script for one sink configuration, and its SHA1."""
+def _record_script(
+    prefix: str, trace_ttl_ms: int, aggregate_ttl_ms: int, template: str | None = None
+) -> tuple[str, str]:
+    """A script (the record script by default) for one sink configuration, and its SHA1."""
     text = (
-        _RECORD_LUA.replace("__PREFIX__", _lua_literal(prefix))
+        (template or _RECORD_LUA)
+        .replace("__PREFIX__", _lua_literal(prefix))
         .replace("__TRACE_TTL__", str(trace_ttl_ms))
         .replace("__AGGREGATE_TTL__", str(aggregate_ttl_ms))
     )
@@ -259,6 +266,15 @@ def _text(x: bytes | str) -> str:
     return x.decode() if isinstance(x, bytes) else x
 
 
+@dataclass(slots=True)
+class WriteResult:
+    """What one `write_all` recorded: new pairs, new feedback events, and the join's moves."""
+
+    new: list[bool]
+    events_new: list[bool]
+    joins: JoinCounts
+
+
 class RedisSink:
     """Writes assessments to Redis and reads them back for the API.
 
@@ -288,9 +304,10 @@ class RedisSink:
             raise ValueError("trace_ttl and aggregate_ttl must be positive")
         self._client = client
         self.keys = RedisKeys(prefix)
-        self._script, self._sha = _record_script(
-            prefix, max(1, int(trace_ttl * 1000)), max(1, int(aggregate_ttl * 1000))
-        )
+        ttls = (max(1, int(trace_ttl * 1000)), max(1, int(aggregate_ttl * 1000)))
+        self._trace_ttl_ms = ttls[0]
+        self._script, self._sha = _record_script(prefix, *ttls)
+        self._fb_script, self._fb_sha = _record_script(prefix, *ttls, template=FEEDBACK_LUA)
         self._loaded = False
         self._owns_client = False
 
@@ -332,6 +349,16 @@ class RedisSink:
                 await self._client.aclose()
 
     async def write(self, pairs: Sequence[Sequence[Assessment]], *, token: str | None = None) -> list[bool]:
+        """Record a batch of pairs; say which were new (see `write_all`, which also joins feedback)."""
+        return (await self.write_all(pairs, (), token=token)).new
+
+    async def write_all(
+        self,
+        pairs: Sequence[Sequence[Assessment]],
+        events: Sequence[FeedbackRecord] = (),
+        *,
+        token: str | None = None,
+    ) -> WriteResult:
         """Record a batch of pairs in one pipeline; say which were new.
 
         Each inner sequence holds the assessments of one sampled (trace, scorer) pair, all of
@@ -355,18 +382,19 @@ class RedisSink:
             SinkError: Authentication or permission failure.
         """
         n = len(pairs)
-        new = [False] * n
-        if n == 0:
-            return new
+        result = WriteResult([False] * n, [False] * len(events), JoinCounts())
+        if n == 0 and not events:
+            return result
         tok = token or os.urandom(8).hex()
         entries: list[tuple[int, list[Any]]] = []
-        seen: set[tuple[str, str, int]] = set()
+        seen: set[tuple[str, str, int, str]] = set()
         for i, pair in enumerate(pairs):
             if not pair:
                 raise SinkDataError("empty pair", sink="redis", operation="write", index=i)
             a0 = pair[0]
             trace_id, exp, scorer, version = a0.trace_id, a0.experiment_id, a0.scorer, a0.scorer_version
-            ident = (trace_id, scorer, version)
+            run = a0.run_id
+            ident = (trace_id, scorer, version, run)
             if ident in seen:
                 continue
             seen.add(ident)
@@ -375,7 +403,7 @@ class RedisSink:
                 trace_id,
                 escape(exp),
                 scorer,
-                str(version),
+                f"{version}~{run}" if run else str(version),
                 state,
                 "" if detail is None else f"{state}:{detail}",
                 str(minute_of(a0)),
@@ -386,6 +414,7 @@ class RedisSink:
                     or a.scorer != scorer
                     or a.experiment_id != exp
                     or a.scorer_version != version
+                    or a.run_id != run
                 ):
                     raise SinkDataError(
                         "a pair mixes traces, experiments, scorers or versions",
@@ -402,34 +431,50 @@ class RedisSink:
                         code = "" if x is None else repr(x)
                 entry += (a.name, _payload(a), code)
             entries.append((i, entry))
-        chunks = [entries[k : k + _CHUNK] for k in range(0, len(entries), _CHUNK)]
-        await self._run(tok, chunks, new)
-        return new
+        calls: list[tuple[bool, list[tuple[int, Any]]]] = [
+            (False, entries[k : k + _CHUNK]) for k in range(0, len(entries), _CHUNK)
+        ]
+        rows = [
+            (i, [ev.trace_id, ev.name, ev.user, ev.thumb, ev.payload.decode(), ev.event_id, ev.kind])
+            for i, ev in enumerate(events)
+        ]
+        calls += [(True, rows[k : k + _CHUNK]) for k in range(0, len(rows), _CHUNK)]
+        await self._run(tok, calls, result)
+        return result
 
-    async def _run(self, token: str, chunks: list[list[tuple[int, list[Any]]]], new: list[bool]) -> None:
-        """Send one script call per chunk, all in one pipeline; reload the script on NOSCRIPT."""
+    async def _run(self, token: str, calls: list[tuple[bool, list[tuple[int, Any]]]], result: WriteResult) -> None:
+        """Send every script call in one pipeline; reload the scripts on NOSCRIPT and resend those."""
         if not self._loaded:
             await self._load()
-        sha = self._sha
         for attempt in range(2):
             pipe = self._client.pipeline(transaction=False)
-            for chunk in chunks:
-                pipe.execute_command("EVALSHA", sha, 0, token, orjson.dumps([e for _, e in chunk]))
+            for is_feedback, chunk in calls:
+                blob = orjson.dumps([e for _, e in chunk])
+                if is_feedback:
+                    pipe.execute_command("EVALSHA", self._fb_sha, 0, blob)
+                else:
+                    pipe.execute_command("EVALSHA", self._sha, 0, token, blob)
             with _converted("write"):
                 replies = await pipe.execute(raise_on_error=False)
-            missing: list[list[tuple[int, list[Any]]]] = []
+            missing: list[tuple[bool, list[tuple[int, Any]]]] = []
             failure: tuple[int, BaseException] | None = None
-            for chunk, reply in zip(chunks, replies, strict=True):
+            for (is_feedback, chunk), reply in zip(calls, replies, strict=True):
                 if isinstance(reply, rexc.NoScriptError):
-                    missing.append(chunk)
+                    missing.append((is_feedback, chunk))
                 elif isinstance(reply, BaseException):
                     failure = failure or (chunk[0][0], reply)
+                elif is_feedback:
+                    flags = _text(reply[0])
+                    for (i, _), flag in zip(chunk, flags, strict=True):
+                        result.events_new[i] = flag == "1"
+                    parse_counts(result.joins, _text(reply[1]), _text(reply[2]))
                 else:
                     flags, message = _text(reply[0]), _text(reply[1])
                     for (i, _), flag in zip(chunk, flags, strict=True):
                         if flag == "E":
                             failure = failure or (i, rexc.ResponseError(message))
-                        new[i] = flag == "1"
+                        result.new[i] = flag == "1"
+                    parse_counts(result.joins, _text(reply[2]), _text(reply[3]))
             if failure is not None:
                 i, exc = failure
                 err = _convert(exc, "write")
@@ -438,9 +483,9 @@ class RedisSink:
                 raise err from exc
             if not missing:
                 return
-            # Redis restarted or its script cache was flushed since we loaded the script.
+            # Redis restarted or its script cache was flushed since we loaded the scripts.
             await self._load()
-            chunks = missing
+            calls = missing
             if attempt:
                 break
         raise SinkError("redis kept answering NOSCRIPT after SCRIPT LOAD", sink="redis", operation="write")
@@ -448,7 +493,8 @@ class RedisSink:
     async def _load(self) -> None:
         with _converted("script_load"):
             sha = await self._client.script_load(self._script)
-        if _text(sha) != self._sha:
+            fb_sha = await self._client.script_load(self._fb_script)
+        if _text(sha) != self._sha or _text(fb_sha) != self._fb_sha:
             raise SinkError(f"SCRIPT LOAD returned {sha!r}, expected {self._sha}", sink="redis")
         self._loaded = True
 
@@ -456,22 +502,27 @@ class RedisSink:
         """The stored results of one trace, or None when Redis has nothing (or no longer) for it.
 
         Returns:
-            `{"trace_id", "experiment_id", "assessments": {name: dict}, "feedback": {name: dict}}`;
-            `feedback` holds the `f:{name}` fields the feedback join writes.
+            `{"trace_id", "experiment_id", "assessments": {name: dict},
+            "feedback": {name: {user: event dict}}, "expectations": {name: value}}`;
+            `experiment_id` is None while only feedback has arrived for the trace.
         """
         with _converted("get_trace"):
             raw = await self._client.hgetall(self.keys.trace(trace_id))
         if not raw:
             return None
         assessments: dict[str, Any] = {}
-        feedback: dict[str, Any] = {}
+        feedback: dict[str, dict[str, Any]] = {}
+        expectations: dict[str, Any] = {}
         experiment: str | None = None
         for k, v in raw.items():
             key = _text(k)
             if key.startswith("a:"):
                 assessments[key[2:]] = orjson.loads(v)
             elif key.startswith("f:"):
-                feedback[key[2:]] = orjson.loads(v)
+                name, _, user = key[2:].partition(SEP)
+                feedback.setdefault(name, {})[user] = orjson.loads(v)
+            elif key.startswith("e:"):
+                expectations[key[2:]] = orjson.loads(v).get("value")
             elif key == "exp":
                 experiment = unescape(_text(v))
         return {
@@ -479,6 +530,7 @@ class RedisSink:
             "experiment_id": experiment,
             "assessments": assessments,
             "feedback": feedback,
+            "expectations": expectations,
         }
 
     async def aggregates(
@@ -555,6 +607,34 @@ class RedisSink:
         with _converted(operation):
             result: list[dict[Any, Any]] = await pipe.execute()
         return result
+
+    async def agreement(self, experiment: str, scorer: str) -> dict[str, int]:
+        """Current judge-vs-user cells of a scorer: `pass:up`, `pass:down`, `fail:up`, `fail:down`."""
+        with _converted("agreement"):
+            raw = await self._client.hgetall(f"{self.keys.prefix}agr:{escape(experiment)}:{scorer}")
+        return {_text(k): int(v) for k, v in raw.items()}
+
+    async def votes(self, experiment: str, name: str) -> dict[str, int]:
+        """Current votes of a boolean feedback name: `up` and `down` counts (one per user and trace)."""
+        with _converted("votes"):
+            raw = await self._client.hgetall(f"{self.keys.prefix}fbc:{escape(experiment)}:{name}")
+        return {_text(k): int(v) for k, v in raw.items()}
+
+    async def trace_raw(self, trace_id: str) -> bytes | None:
+        """The stored (compressed) wire form of a sampled trace, kept for re-scoring, or None."""
+        with _converted("trace_raw"):
+            data = await self._client.get(f"{self.keys.prefix}raw:{trace_id}")
+        return None if data is None else (data.encode() if isinstance(data, str) else bytes(data))
+
+    async def store_raw(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Keep traces (already compressed by the caller) for `trace_ttl`, in one round trip."""
+        if not items:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for trace_id, data in items:
+            pipe.set(f"{self.keys.prefix}raw:{trace_id}", data, px=self._trace_ttl_ms)
+        with _converted("store_raw"):
+            await pipe.execute()
 
     async def experiments(self) -> set[str]:
         """The experiment ids that have results."""

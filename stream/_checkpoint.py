@@ -40,6 +40,8 @@ class Entry:
     pairs: list[list[Assessment]] = field(default_factory=list)
     dead: DeadLetter | None = None
     tasks: list[Any] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)  # sinks.FeedbackRecord of the feedback topic
+    raw: tuple[str, bytes] | None = None  # (trace_id, compressed trace) kept for re-runs
 
 
 class Checkpoint:

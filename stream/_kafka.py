@@ -13,6 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from stream._config import Settings
@@ -68,6 +69,9 @@ def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafk
         "fetch_max_bytes": 64 * 1024 * 1024,
         "isolation_level": "read_uncommitted",
         "client_id": "tracewatch",
+        # Range assignment gives partition i of traces and of feedback to the same worker
+        # (both topics have the same partition count), so one worker owns both join sides.
+        "partition_assignment_strategy": (RangePartitionAssignor,),
     }
     kwargs.update(overrides)
     return AIOKafkaConsumer(*topics, **kwargs)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import Sequence
 from typing import Any
 
 from scorers import Assessment
-from sinks import Metrics, RedisSink, SinkUnavailableError
+from sinks import FeedbackRecord, Metrics, RedisSink, SinkUnavailableError, WriteResult
 from stream._checkpoint import Entry
 from stream._config import Topics
 from stream._exceptions import KafkaUnavailableError
@@ -42,6 +43,7 @@ class Outbox:
         self._producer = producer
         self._topics = topics
         self._redis = redis
+        self.redis = redis
         self._metrics = metrics
         self._publish = publish_assessments
         self._max_retry_interval = max_retry_interval
@@ -59,6 +61,8 @@ class Outbox:
             SinkUnavailableError: Redis stayed down while the worker was stopping.
         """
         pairs: list[list[Assessment]] = []
+        events: list[FeedbackRecord] = []
+        raws: list[tuple[str, bytes]] = []
         dead: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
         for e in entries:
@@ -72,6 +76,10 @@ class Outbox:
                     ("tw-source-offset", str(d.offset).encode()),
                 ]
                 dead.append((d.key, d.value, headers))
+            if e.events:
+                events.extend(e.events)
+            if e.raw is not None:
+                raws.append(e.raw)
             if e.pairs:
                 pairs.extend(e.pairs)
                 if self._publish:
@@ -98,12 +106,17 @@ class Outbox:
         for e in entries:
             if e.dead is not None:
                 self._metrics.trace_invalid(e.dead.reason)
-        if not pairs:
+        if not pairs and not events and not raws:
             return
-        new = await self._write_redis(pairs)
-        fresh = [p for p, n in zip(pairs, new, strict=True) if n]
+        result = await self._write_redis(pairs, events, raws)
+        fresh = [p for p, n in zip(pairs, result.new, strict=True) if n]
         if fresh:
             self._metrics.record_pairs(fresh)
+        m = self._metrics
+        for exp, name, thumb in result.joins.votes:
+            m.feedback(exp, name, thumb)
+        for exp, scorer, judge, user in result.joins.agreements:
+            m.agreement(exp, scorer, judge, user)
 
     async def _send_batches(
         self, topic: str, partition: int, rows: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]
@@ -130,11 +143,16 @@ class Outbox:
             self._n_assessment_partitions = max(len(parts), 1)
         return self._n_assessment_partitions
 
-    async def _write_redis(self, pairs: list[list[Assessment]]) -> list[bool]:
+    async def _write_redis(
+        self, pairs: list[list[Assessment]], events: list[FeedbackRecord], raws: list[tuple[str, bytes]]
+    ) -> WriteResult:
         delay = 0.1
+        token = os.urandom(8).hex()  # the same token on every retry: landed pairs still count as new
         while True:
             try:
-                return await self._redis.write(pairs)
+                if raws:
+                    await self._redis.store_raw(raws)
+                return await self._redis.write_all(pairs, events, token=token)
             except SinkUnavailableError as exc:
                 if self.stopping is not None and self.stopping.is_set():
                     raise

@@ -28,7 +28,9 @@ from scorers import Assessment, AssessmentError, DecodeError, Trace, assessments
 from sinks import Metrics
 from stream._checkpoint import Checkpoint, DeadLetter, Entry
 from stream._config import Settings
+from stream._events import FeedbackEvent
 from stream._exceptions import CommitError
+from stream._join import compress_trace, needs_raw, rerun_with_expectations, to_record
 from stream._kafka import AIOKafkaConsumer, KafkaError
 from stream._outbox import Outbox
 from stream._sampling import sample_u
@@ -87,6 +89,7 @@ class Worker:
         self._judge_slots = asyncio.Semaphore(self.opts.judge_max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._traces_topic = settings.topics.traces
+        self._feedback_topic = settings.topics.feedback
         self._flushes: deque[asyncio.Task[None]] = deque()
         self._last_flush: asyncio.Task[None] | None = None
         self.processed = 0
@@ -94,7 +97,8 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------------------
 
     def subscribe(self) -> None:
-        self.consumer.subscribe([self._traces_topic], listener=_Listener(self))
+        topics = [self._traces_topic, self._feedback_topic]
+        self.consumer.subscribe(topics, listener=_Listener(self))
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -147,6 +151,10 @@ class Worker:
 
     async def _process(self, tp: TopicPartition, msgs: list[Any]) -> None:
         active = self._scorers().scorers
+        if tp.topic == self._feedback_topic:
+            await self._process_feedback(tp, msgs, active)
+            return
+        keep_raw = needs_raw(active)
         add = self.checkpoint.add
         max_bytes = self.settings.max_trace_bytes
         received: dict[str, int] = {}
@@ -165,10 +173,45 @@ class Worker:
             received[exp] = received.get(exp, 0) + 1
             if active:
                 await self._score(trace, entry, active)
+                if (keep_raw and entry.pairs) or entry.pending:
+                    entry.raw = (trace.info.trace_id, compress_trace(value)) if keep_raw else None
             add(tp, entry)
         self.processed += len(msgs)
         for exp, n in received.items():
             self.metrics.trace_received(exp, n)
+
+    async def _process_feedback(self, tp: TopicPartition, msgs: list[Any], active: tuple[ActiveScorer, ...]) -> None:
+        """Feedback and expectation events: stored and joined in Redis; expectations re-run scorers."""
+        add = self.checkpoint.add
+        for msg in msgs:
+            entry = Entry(msg.offset, tp.partition)
+            try:
+                event = FeedbackEvent.from_json(msg.value or b"")
+            except ValueError as exc:
+                reason = "bad_feedback"
+                entry.dead = DeadLetter(msg.key, msg.value, reason, str(exc), tp.topic, tp.partition, msg.offset)
+                add(tp, entry)
+                continue
+            entry.events.append(to_record(event))
+            if event.kind == "expectation" and needs_raw(active):
+                entry.pending += 1
+                task = asyncio.create_task(self._rerun(event, entry, active))
+                entry.tasks.append(task)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            add(tp, entry)
+        self.processed += len(msgs)
+
+    async def _rerun(self, event: FeedbackEvent, entry: Entry, active: tuple[ActiveScorer, ...]) -> None:
+        try:
+            entry.pairs.extend(await rerun_with_expectations(event, self.outbox.redis, active))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # e.g. Redis down: keep the message uncommitted and let it come back
+            log.exception("re-run on expectation for %s failed; stopping so it is redelivered", event.trace_id)
+            self.stop()
+            return  # pending stays > 0: this offset is never committed by this process
+        entry.pending -= 1
 
     async def _score(self, trace: Trace, entry: Entry, active: tuple[ActiveScorer, ...]) -> None:
         tid = trace.info.trace_id

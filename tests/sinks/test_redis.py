@@ -428,7 +428,7 @@ async def test_big_batch_is_one_pipeline(redis_server, prefix):
         before = await evalsha_calls(c)
         c.direct.clear()
         assert await sink.write(pairs) == [True] * 2000
-        assert c.direct == ["SCRIPT LOAD"]  # once per sink, not per batch or pair
+        assert c.direct == ["SCRIPT LOAD", "SCRIPT LOAD"]  # record + feedback scripts, once per sink
         assert c.pipelines == [4]  # one round trip: 4 script calls of 500 pairs each
         if redis_server.private:  # server-wide stats are ours alone
             assert await evalsha_calls(c) - before == 4

@@ -1,0 +1,113 @@
+"""Events on the feedback topic: end-user feedback and ground-truth expectations.
+
+The API writes them, the worker joins them with scores on `trace_id`. One JSON object per
+message, keyed by trace id (so a trace's feedback lands in the partition of the same number
+as its trace, and one worker owns both sides of the join):
+
+    {"kind": "feedback", "event_id": "...", "trace_id": "tr-...", "name": "user_satisfaction",
+     "value": true, "rationale": null, "source": {"source_type": "HUMAN", "source_id": "u-1"},
+     "metadata": {}, "created_ms": 1790000000000}
+    {"kind": "expectation", ... same fields, value = the ground truth ...}
+
+A vote is identified by (trace_id, name, source_id): a new vote of the same user replaces
+the old one, it is never added to it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+__all__ = ["FeedbackEvent", "thumb_of"]
+
+Kind = Literal["feedback", "expectation"]
+_UP = frozenset({"up", "thumbs_up", "yes", "true", "1", "positive", "👍"})
+_DOWN = frozenset({"down", "thumbs_down", "no", "false", "0", "negative", "👎"})
+
+
+def thumb_of(value: Any) -> str | None:
+    """`"up"`, `"down"` for a boolean-like feedback value (thumbs), else None."""
+    if isinstance(value, bool):
+        return "up" if value else "down"
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return "up" if value == 1 else "down"
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in _UP:
+            return "up"
+        if low in _DOWN:
+            return "down"
+    return None
+
+
+@dataclass(slots=True)
+class FeedbackEvent:
+    """One feedback or expectation as it travels on the feedback topic."""
+
+    kind: Kind
+    trace_id: str
+    name: str
+    value: Any
+    source_type: str = "HUMAN"
+    source_id: str = "anonymous"
+    rationale: str | None = None
+    metadata: dict[str, Any] | None = None
+    created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "kind": self.kind,
+                "event_id": self.event_id,
+                "trace_id": self.trace_id,
+                "name": self.name,
+                "value": self.value,
+                "rationale": self.rationale,
+                "source": {"source_type": self.source_type, "source_id": self.source_id},
+                "metadata": self.metadata or {},
+                "created_ms": self.created_ms,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> FeedbackEvent:
+        """Parse one event.
+
+        Raises:
+            ValueError: not JSON, not an object, or a required field is missing or mistyped
+                (the message names it); the worker dead-letters such messages.
+        """
+        try:
+            d = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(d, dict):
+            raise ValueError("event must be a JSON object")
+        kind = d.get("kind", "feedback")
+        if kind not in ("feedback", "expectation"):
+            raise ValueError(f"kind must be feedback or expectation, got {kind!r}")
+        tid, name = d.get("trace_id"), d.get("name")
+        if not isinstance(tid, str) or not tid:
+            raise ValueError("trace_id missing")
+        if not isinstance(name, str) or not name:
+            raise ValueError("name missing")
+        src_raw = d.get("source")
+        src: dict[str, Any] = src_raw if isinstance(src_raw, dict) else {}
+        created = d.get("created_ms")
+        return cls(
+            kind=kind,
+            trace_id=tid,
+            name=name,
+            value=d.get("value"),
+            source_type=str(src.get("source_type") or "HUMAN"),
+            source_id=str(src.get("source_id") or "anonymous"),
+            rationale=d.get("rationale"),
+            metadata=d.get("metadata") if isinstance(d.get("metadata"), dict) else None,
+            created_ms=created if isinstance(created, int) else int(time.time() * 1000),
+            event_id=str(d.get("event_id") or uuid.uuid4().hex),
+        )

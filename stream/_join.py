@@ -1,0 +1,101 @@
+"""The worker's side of the feedback join: feedback-topic messages and ground-truth re-runs.
+
+Votes and verdicts meet in Redis (see `sinks._join`); here a feedback message becomes a
+`FeedbackRecord` for the sink, and an expectation message re-runs, on the stored copy of the
+trace, the scorers that declare `expectations` and sample that trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import cramjam
+import orjson
+
+from scorers import Assessment, DecodeError, Trace, assessments_for, decode_trace
+from sinks import FeedbackRecord, RedisSink
+from stream._events import FeedbackEvent, thumb_of
+from stream._sampling import sample_u
+from stream._scorer_set import ActiveScorer
+
+__all__ = ["compress_trace", "needs_raw", "rerun_with_expectations", "to_record"]
+
+log = logging.getLogger("tracewatch.worker")
+_SEP = "\x1f"
+
+
+def to_record(event: FeedbackEvent) -> FeedbackRecord:
+    """The sink's form of an event; separators in names and user ids are replaced, not trusted."""
+    thumb = thumb_of(event.value) if event.kind == "feedback" else None
+    return FeedbackRecord(
+        trace_id=event.trace_id,
+        name=event.name.replace(_SEP, "_"),
+        user=event.source_id.replace(_SEP, "_"),
+        thumb=thumb or "",
+        payload=event.to_json(),
+        event_id=event.event_id,
+        kind=event.kind,
+    )
+
+
+def needs_raw(active: tuple[ActiveScorer, ...]) -> bool:
+    """Whether any active scorer reads expectations (then sampled traces are kept for re-runs)."""
+    return any("expectations" in getattr(a.scorer, "params", ()) for a in active)
+
+
+def compress_trace(data: bytes) -> bytes:
+    return bytes(cramjam.lz4.compress_block(data))
+
+
+async def rerun_with_expectations(
+    event: FeedbackEvent,
+    sink: RedisSink,
+    active: tuple[ActiveScorer, ...],
+) -> list[list[Assessment]]:
+    """Score the stored trace again with its ground truth, for scorers that need it.
+
+    The run id is a hash of the expectations, so a redelivered expectation re-runs into the
+    same guard in Redis and counts nothing twice; new ground truth is a new run.
+    Returns no pairs when the trace was never sampled by such a scorer (nothing stored).
+    """
+    wanting = [a for a in active if "expectations" in getattr(a.scorer, "params", ())]
+    if not wanting:
+        return []
+    raw = await sink.trace_raw(event.trace_id)
+    if raw is None:
+        log.info("expectation for %s: trace not stored (not sampled or expired)", event.trace_id)
+        return []
+    try:
+        trace = decode_trace(bytes(cramjam.lz4.decompress_block(raw)), max_bytes=1 << 62)
+    except DecodeError:
+        log.warning("stored trace %s does not decode; expectation not applied", event.trace_id)
+        return []
+    doc = await sink.get_trace(event.trace_id) or {}
+    expectations: dict[str, Any] = dict(doc.get("expectations") or {})
+    expectations[event.name] = event.value
+    run_id = "e" + hashlib.sha1(orjson.dumps(expectations, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+    return await _score_all(trace, wanting, expectations, run_id)
+
+
+async def _score_all(
+    trace: Trace, wanting: list[ActiveScorer], expectations: Mapping[str, Any], run_id: str
+) -> list[list[Assessment]]:
+    tid, exp = trace.info.trace_id, trace.info.experiment_id
+    u = sample_u(tid)
+    end = trace.info.timestamp_ms
+    end_ms = None if end is None else end + (trace.info.execution_duration_ms or 0)
+    pairs: list[list[Assessment]] = []
+    for a in wanting:
+        if u >= a.sample_rate or (a.experiment_id is not None and a.experiment_id != exp):
+            continue
+        if a.predicate is not None and not a.predicate(trace):
+            continue
+        res = await a.scorer.arun(trace, expectations)
+        pairs.append(
+            assessments_for(tid, exp, a.name, feedbacks=res.feedbacks, skip_reason=res.skip_reason,
+                            duration_s=res.duration_s, version=a.version, trace_end_ms=end_ms, run_id=run_id)
+        )
+    return pairs

@@ -1,0 +1,126 @@
+"""Feedback and ground truth through the worker: exact join counts in every order, and re-runs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from scorers import decode_trace
+from sinks import RedisSink
+from stream import Settings
+from stream._events import FeedbackEvent
+from stream._kafka import create_topics
+from tests.helpers import synth_traces
+from tests.integration.test_worker import publish, running_worker
+
+pytestmark = pytest.mark.integration
+
+
+async def send_events(settings: Settings, events: list[FeedbackEvent]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        futs = [await producer.send(settings.topics.feedback, key=e.trace_id.encode(), value=e.to_json()) for e in events]
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+
+
+async def wait_until(cond, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await cond():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.2)
+
+
+async def test_feedback_before_after_duplicated_and_redelivered(settings: Settings, fixture_bytes: list[bytes]) -> None:
+    await create_topics(settings)
+    items = list(synth_traces(fixture_bytes, 140, seed=31))
+    ok = {tid: decode_trace(d).status == "OK" for tid, d in items}
+    early, late = items[:70], items[70:]
+    # users vote on every trace; some change their mind; every event is also sent twice
+    events: list[FeedbackEvent] = []
+    final: dict[tuple[str, str], bool] = {}
+    for i, (tid, _) in enumerate(items):
+        for user in ("alice", "bob"):
+            up = (i + len(user)) % 3 != 0
+            events.append(FeedbackEvent("feedback", tid, "user_satisfaction", up, source_id=user))
+            if i % 5 == 0:
+                up = not up
+                events.append(FeedbackEvent("feedback", tid, "user_satisfaction", up, source_id=user))
+            final[(tid, user)] = up
+    early_ids = {t for t, _ in early}
+    before = [e for e in events if e.trace_id in early_ids]   # feedback first, traces later
+    after = [e for e in events if e.trace_id not in early_ids]
+    sink = RedisSink.from_url(settings.redis_url, prefix=settings.redis_prefix)
+
+    async def votes_total() -> int:
+        v = await sink.votes("1", "user_satisfaction")
+        return v.get("up", 0) + v.get("down", 0)
+
+    async with running_worker(settings, ["no_error@1.0"]):
+        await send_events(settings, before + before)          # duplicated
+        await asyncio.sleep(2)
+        await publish(settings, early + late)
+        await send_events(settings, after + after)
+        await wait_until(lambda: _eq(votes_total, len(final)))
+        await wait_until(lambda: _cells_total(sink, len(final)))
+    expected: dict[str, int] = {}
+    for (tid, _user), up in final.items():
+        cell = f"{'pass' if ok[tid] else 'fail'}:{'up' if up else 'down'}"
+        expected[cell] = expected.get(cell, 0) + 1
+    got = {k: v for k, v in (await sink.agreement("1", "no_error")).items() if v}
+    assert got == expected
+    votes = await sink.votes("1", "user_satisfaction")
+    assert votes.get("up", 0) == sum(final.values()) and votes.get("down", 0) == len(final) - sum(final.values())
+    # redelivery: a fresh consumer group replays both topics from the start -> nothing changes
+    replay = settings.model_copy(update={"consumer_group": settings.consumer_group + "-replay"})
+    async with running_worker(replay, ["no_error@1.0"]) as handle:
+        await wait_until(lambda: _processed(handle, len(items) + 2 * len(events)))
+    assert {k: v for k, v in (await sink.agreement("1", "no_error")).items() if v} == expected
+    doc = await sink.get_trace(items[0][0])
+    assert set(doc["feedback"]["user_satisfaction"]) == {"alice", "bob"}
+    await sink.aclose()
+
+
+async def _eq(f, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return bool(await f() == n)
+
+
+async def _cells_total(sink: RedisSink, n: int) -> bool:
+    return sum((await sink.agreement("1", "no_error")).values()) == n
+
+
+async def _processed(handle, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return handle.worker is not None and handle.worker.processed >= n
+
+
+async def test_expectation_after_trace_produces_expectation_based_assessment(settings: Settings, fixture_bytes: list[bytes]) -> None:
+    await create_topics(settings)
+    (tid, data), = list(synth_traces(fixture_bytes[:1], 1, seed=32))
+    trace = decode_trace(data)
+    sink = RedisSink.from_url(settings.redis_url, prefix=settings.redis_prefix)
+    async with running_worker(settings, ["exact_match@1.0", "contains_expected@1.0"]):
+        await publish(settings, [(tid, data)])
+
+        async def skipped() -> bool:
+            doc = await sink.get_trace(tid)
+            return bool(doc and doc["assessments"].get("exact_match", {}).get("skip_reason") == "missing_expectations")
+
+        await wait_until(skipped)
+        await send_events(settings, [FeedbackEvent("expectation", tid, "expected_response", trace.outputs, source_id="labeler")])
+
+        async def scored() -> bool:
+            doc = await sink.get_trace(tid)
+            return bool(doc and doc["assessments"]["exact_match"]["state"] == "scored")
+
+        await wait_until(scored)
+    doc = await sink.get_trace(tid)
+    assert doc["assessments"]["exact_match"]["value"] is True
+    assert doc["assessments"]["exact_match"]["run_id"].startswith("e")
+    assert doc["expectations"] == {"expected_response": trace.outputs}
+    cov = await sink.coverage("1", "exact_match")
+    assert cov.get("skipped") == 1 and cov.get("scored") == 1  # a re-run on ground truth is a new attempt
+    await sink.aclose()
