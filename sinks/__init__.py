@@ -9,6 +9,7 @@ from sinks._join import FeedbackRecord, JoinCounts
 from sinks._keys import RedisKeys
 from sinks._prometheus import Metrics, MetricsServer, metrics_asgi_app, serve_metrics
 from sinks._redis import Aggregate, RedisSink, WriteResult
+from sinks._registry_store import RegistryChanges, RegistryStore, StoredRecord
 
 __all__ = [
     "Aggregate",
@@ -18,9 +19,12 @@ __all__ = [
     "MetricsServer",
     "RedisKeys",
     "RedisSink",
+    "RegistryChanges",
+    "RegistryStore",
     "SinkDataError",
     "SinkError",
     "SinkUnavailableError",
+    "StoredRecord",
     "WriteResult",
     "metrics_asgi_app",
     "serve_metrics",

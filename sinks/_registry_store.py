@@ -4,11 +4,13 @@ This module only moves JSON between Python and Redis; what a record means, and w
 change is allowed, is decided by the caller (`stream`'s `Registry`). Layout, under a
 deployment prefix `P` (e.g. `tw:`):
 
-    P registry:<experiment>:<name>           string  one record, JSON
-    P registry:index                         set     members `["<experiment>", "<name>"]` (JSON)
-    P registry:version:<experiment>:<name>   string  last version number handed out (INCR)
-    P registry:generation                    string  INCR'd by every change, never reset
-    P registry:changes                       pub/sub a message on every change
+    P registry:<experiment>:<name>   string  one record, JSON
+    P registry:index                 set     members `["<experiment>","<name>"]` (JSON), one per record
+    P registry:versions              hash    field `["<experiment>","<name>"]`: last version handed out
+    P registry:generation            string  INCR'd by every change, never reset
+    P registry:changes               pub/sub a message on every change
+
+So every key of the registry is either one of the three fixed keys or named by the index.
 
 A change (`update`) is one optimistic transaction: `WATCH` the record, read it, let the
 caller compute the new value, then `MULTI` write or delete it, update the index, `INCR` the
@@ -17,7 +19,7 @@ makes `EXEC` fail and the whole read-compute-write is retried, so two writers ne
 each other's versions. Readers poll the generation (one `GET`) and reload when it moved;
 the channel only makes them notice sooner, so a lost message delays a reload, never loses it.
 
-Version numbers come from their own counter, which `delete` leaves in place: a scorer deleted
+Version numbers come from their own counter (`HINCRBY`), which `delete` leaves in place: a scorer deleted
 and registered again continues at the next number, so `(name, version)` is never reused (the
 Redis sink's replay guards are keyed by it).
 """
@@ -69,6 +71,7 @@ class RegistryStore:
         self._client = client
         self.prefix = prefix
         self.index_key = f"{prefix}registry:index"
+        self.versions_key = f"{prefix}registry:versions"
         self.generation_key = f"{prefix}registry:generation"
         self.channel = f"{prefix}registry:changes"
         self._owns_client = False
@@ -105,9 +108,10 @@ class RegistryStore:
         """The key of one record."""
         return f"{self.prefix}registry:{experiment_id}:{name}"
 
-    def version_key(self, experiment_id: str, name: str) -> str:
-        """The key of one scorer's version counter."""
-        return f"{self.prefix}registry:version:{experiment_id}:{name}"
+    @staticmethod
+    def member(experiment_id: str, name: str) -> str:
+        """How a record is named in the index and the versions hash: `["<experiment>","<name>"]`."""
+        return orjson.dumps([experiment_id, name]).decode()
 
     async def generation(self) -> int:
         """The change counter: it moves on every change (0 before the first one)."""
@@ -167,7 +171,7 @@ class RegistryStore:
     async def next_version(self, experiment_id: str, name: str) -> int:
         """Hand out the next version number of a scorer (1, 2, ...; never reused)."""
         with _converted("registry_version"):
-            return int(await self._client.incr(self.version_key(experiment_id, name)))
+            return int(await self._client.hincrby(self.versions_key, self.member(experiment_id, name), 1))
 
     async def update(
         self, experiment_id: str, name: str, change: Callable[[Any], Any], *, op: str = "update"
@@ -186,7 +190,7 @@ class RegistryStore:
             SinkDataError: the current value is not JSON, or the record stayed contended.
         """
         key = self.record_key(experiment_id, name)
-        member = orjson.dumps([experiment_id, name])
+        member = self.member(experiment_id, name)
         message = orjson.dumps({"op": op, "experiment_id": experiment_id, "name": name})
         with _converted("registry_update"):
             async with self._client.pipeline(transaction=True) as pipe:

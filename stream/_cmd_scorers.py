@@ -141,19 +141,43 @@ def _state(record: ScorerRecord) -> str:
 
 
 def _list_table(records: list[ScorerRecord]) -> Table:
-    table = Table("experiment", "name", "state", "version", "rate", "filter", "budget", "scorer", "updated")
+    table = Table()
+    table.add_column("exp", no_wrap=True)
+    table.add_column("name", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("ver", no_wrap=True)
+    table.add_column("rate", no_wrap=True)
+    table.add_column("filter", overflow="fold")
+    table.add_column("scorer", overflow="fold")
     for r in records:
         table.add_row(
             r.experiment_id,
             r.name,
             _state(r),
-            f"{r.current_version} of {len(r.versions)}",
+            f"{r.current_version}/{len(r.versions)}",
             f"{r.sample_rate:g}",
             r.filter_string or "-",
-            _budget_text(r),
             r.current.describe(),
-            _when(r.updated_at),
         )
+    return table
+
+
+def _details_table(r: ScorerRecord) -> Table:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for key, value in (
+        ("name", r.name),
+        ("experiment", r.experiment_id),
+        ("state", _state(r)),
+        ("current version", f"{r.current_version} of {len(r.versions)}"),
+        ("sample rate", f"{r.sample_rate:g}"),
+        ("filter", r.filter_string or "-"),
+        ("budget", _budget_text(r)),
+        ("created", _when(r.created_at)),
+        ("updated", _when(r.updated_at)),
+    ):
+        table.add_row(key, value)
     return table
 
 
@@ -167,7 +191,7 @@ def _show(record: ScorerRecord, as_json: bool, verb: str | None = None) -> None:
                   f"version {record.current_version}, rate {record.sample_rate:g}, "
                   f"filter {record.filter_string or '-'}", highlight=False)
     else:
-        out.print(_list_table([record]))
+        out.print(_details_table(record))
 
 
 @scorers_app.command("register")
@@ -263,8 +287,10 @@ def get_command(
         _emit_json(data)
         return
     out = Console()
-    out.print(_list_table([record]))
-    table = Table("version", "kind", "definition", "created", "by", title="versions")
+    out.print(_details_table(record))
+    table = Table(title="versions")
+    for header in ("version", "kind", "definition", "created", "by"):
+        table.add_column(header, overflow="fold")
     for v in versions:
         current = " (current)" if v.version == record.current_version else ""
         definition = v.reference if v.kind == "code" else orjson.dumps(v.spec, option=orjson.OPT_INDENT_2).decode()

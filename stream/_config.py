@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     judge_max_in_flight: int = Field(32, ge=1)
     judge_timeout_s: float = Field(30.0, gt=0)
 
+    registry_poll_interval_s: float = Field(2.0, gt=0, description="registry change poll (pub/sub is instant)")
+
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     feedback_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
     scorer_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -21,7 +21,7 @@ are the synchronous shortcuts instead (see `stream._registry_api`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -29,8 +29,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from scorers import Judge, JudgeClient, Scorer
-from sinks._registry_store import RegistryStore
+from scorers import Scorer
+from sinks import RegistryStore
 from stream._budget import HourlyBudget
 from stream._config import Settings
 from stream._filter import parse_filter
@@ -87,8 +87,6 @@ class Registry:
     Args:
         store: the Redis store (`RegistryStore.from_url(settings.redis_url, prefix=...)`).
         settings: where the module allowlist comes from (`scorer_modules`).
-        judge_client: bound to every judge `snapshot()` builds (None: each judge uses the
-            default client of its event loop).
 
     Every method may also raise `sinks.SinkError` when Redis fails.
 
@@ -99,20 +97,19 @@ class Registry:
         ...                          sampling_config=SamplingConfig(sample_rate=0.1))
     """
 
-    def __init__(self, store: RegistryStore, settings: Settings, *, judge_client: JudgeClient | None = None) -> None:
+    def __init__(self, store: RegistryStore, settings: Settings) -> None:
         self.store = store
         self.allowlist: tuple[str, ...] = tuple(settings.scorer_modules)
-        self.judge_client = judge_client
         self.snapshot_errors: tuple[RegistryIssue, ...] = ()
         self._owns_store = False
         self._scorers: dict[tuple[str, str, bytes], Scorer] = {}
         self._budgets: dict[tuple[str, str], HourlyBudget] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, judge_client: JudgeClient | None = None) -> Registry:
+    def from_settings(cls, settings: Settings) -> Registry:
         """A registry with its own store for `settings.redis_url` / `redis_prefix`, closed by `aclose`."""
         store = RegistryStore.from_url(settings.redis_url, prefix=settings.redis_prefix)
-        registry = cls(store, settings, judge_client=judge_client)
+        registry = cls(store, settings)
         registry._owns_store = True
         return registry
 
@@ -155,7 +152,9 @@ class Registry:
 
         Returns:
             The stored record. A new scorer is `stopped` unless `sampling_config` is given;
-            a new version of an existing scorer keeps its state and sampling.
+            a new version of an existing scorer keeps its state and sampling. Version numbers
+            only grow (also across `delete`), and the highest one is current, even when two
+            registrations of one name race.
 
         Raises:
             RegistryError: the reference is outside `TRACEWATCH_SCORER_MODULES`, does not
@@ -193,9 +192,12 @@ class Registry:
                 )
                 return _dump(record)
             old = _parse(current, f"{experiment_id}/{reg_name}")
+            # Numbers come from a counter outside this transaction, so concurrent registrations
+            # may commit out of order: keep the list sorted and the highest number current.
+            versions = sorted([*old.versions, version], key=lambda v: v.version)
             update: dict[str, Any] = {
-                "versions": [*old.versions, version],
-                "current_version": number,
+                "versions": versions,
+                "current_version": versions[-1].version,
                 "budget": _budget(budget, old.budget),
                 "updated_at": now,
             }
@@ -290,7 +292,9 @@ class Registry:
         except _NotFoundError:
             raise await self._not_found(name, experiment_id) from None
 
-    async def _change(self, name: str, experiment_id: str, fn: Any, op: str) -> ScorerRecord:
+    async def _change(
+        self, name: str, experiment_id: str, fn: Callable[[ScorerRecord], ScorerRecord], op: str
+    ) -> ScorerRecord:
         check_identifier(name, "scorer name")
         check_identifier(experiment_id, "experiment id")
         where = f"{experiment_id}/{name}"
@@ -298,7 +302,7 @@ class Registry:
         def change(current: Any) -> dict[str, Any]:
             if current is None:
                 raise _NotFoundError
-            record: ScorerRecord = fn(_parse(current, where))
+            record = fn(_parse(current, where))
             return _dump(record.model_copy(update={"updated_at": utcnow()}))
 
         try:
@@ -357,7 +361,7 @@ class Registry:
                 left the allowlist, the reference broke).
         """
         record = await self.get_record(name, experiment_id=experiment_id)
-        return self._bind(build_scorer(record.version(version), record.name, self.allowlist))
+        return build_scorer(record.version(version), record.name, self.allowlist)
 
     # -- what workers run --------------------------------------------------------------------
 
@@ -405,7 +409,7 @@ class Registry:
         key = (record.experiment_id, record.name, orjson.dumps(version.model_dump(mode="json")))
         scorer = self._scorers.get(key)
         if scorer is None:
-            scorer = self._bind(build_scorer(version, record.name, self.allowlist))
+            scorer = build_scorer(version, record.name, self.allowlist)
             self._scorers[key] = scorer
         used_scorers.add(key)
         filt = parse_filter(record.sampling.filter_string)
@@ -433,11 +437,6 @@ class Registry:
         else:
             budget.configure(max_calls=cfg.max_calls_per_hour, max_tokens=cfg.max_tokens_per_hour)
         return budget
-
-    def _bind(self, scorer: Scorer) -> Scorer:
-        if self.judge_client is not None and isinstance(scorer, Judge):
-            scorer.bind(self.judge_client)
-        return scorer
 
 
 def _budget(given: BudgetConfig | None, old: BudgetConfig | None) -> BudgetConfig | None:

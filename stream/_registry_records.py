@@ -20,16 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from stream._exceptions import StreamError
 from stream._filter import FilterError, parse_filter
 
-__all__ = [
-    "BudgetConfig",
-    "RegistryError",
-    "SamplingConfig",
-    "ScorerRecord",
-    "ScorerVersion",
-    "check_identifier",
-    "one_message",
-    "utcnow",
-]
+__all__ = ["BudgetConfig", "RegistryError", "SamplingConfig", "ScorerRecord", "ScorerVersion"]
 
 _IDENTIFIER: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 

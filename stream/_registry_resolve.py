@@ -24,7 +24,8 @@ import orjson
 from scorers import AssessmentSource, AssessmentSourceType, Judge, Scorer, judge_from_spec, resolve_scorer
 from stream._registry_records import RegistryError, ScorerVersion
 
-__all__ = ["BUILTIN_MODULE", "Definition", "build_scorer", "check_allowed", "define", "module_of", "renamed"]
+# Internal to the registry (`stream._registry` and its tests): nothing here is public API.
+__all__: list[str] = []
 
 BUILTIN_MODULE: Final = "scorers"
 """Always allowed: the package of the built-in scorers and judges."""

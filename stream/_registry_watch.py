@@ -20,8 +20,7 @@ import contextlib
 import logging
 import time
 
-from sinks import SinkError
-from sinks._registry_store import RegistryChanges
+from sinks import RegistryChanges, SinkError
 from stream._registry import Registry, RegistryIssue
 from stream._scorer_set import ScorerSet
 

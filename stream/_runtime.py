@@ -19,6 +19,8 @@ from sinks import Metrics, RedisSink, serve_metrics
 from stream._config import Settings
 from stream._kafka import kafka_errors, make_consumer, make_producer
 from stream._outbox import Outbox
+from stream._registry import Registry
+from stream._registry_watch import RegistryWatcher
 from stream._scorer_set import ScorerSet
 from stream._worker import Worker, WorkerOptions
 
@@ -58,14 +60,18 @@ def bind_judges(source: Callable[[], ScorerSet], client: JudgeClient) -> Callabl
 
 async def run_worker(
     settings: Settings,
-    scorers: Callable[[], ScorerSet],
+    scorers: Callable[[], ScorerSet] | None,
     *,
     options: WorkerOptions | None = None,
     metrics_port: int | None = None,
     handle: WorkerHandle | None = None,
     install_signals: bool = True,
 ) -> int:
-    """Run one worker until SIGTERM/SIGINT (or `handle.worker.stop()`); returns messages processed."""
+    """Run one worker until SIGTERM/SIGINT (or `handle.worker.stop()`); returns messages processed.
+
+    `scorers` is a fixed source (from `--scorer` flags), or None to follow the registry in
+    Redis live: changes reach this worker within seconds, without a restart.
+    """
     handle = handle or WorkerHandle()
     # Each trace allocates thousands of short-lived objects; with default thresholds the
     # cyclic GC rescans the long-lived ones (clients, scorers) over and over. Freeze those
@@ -73,12 +79,12 @@ async def run_worker(
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
+    metrics_registry = CollectorRegistry()
+    metrics = Metrics(metrics_registry)
     server = None
     port = settings.metrics_port if metrics_port is None else metrics_port
     if port >= 0:
-        server = serve_metrics(registry, settings.metrics_host, port)
+        server = serve_metrics(metrics_registry, settings.metrics_host, port)
         handle.metrics_port = server.port
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
     redis = RedisSink.from_url(
@@ -96,6 +102,14 @@ async def run_worker(
         timeout=settings.judge_timeout_s,
         on_request=metrics.judge_request,
     )
+    registry = watcher = None
+    if scorers is None:
+        registry = Registry.from_settings(settings)
+        watcher = RegistryWatcher(registry, poll_interval=settings.registry_poll_interval_s)
+        await watcher.start()
+        for issue in watcher.errors:
+            log.error("registry entry refused: %s", issue)
+        scorers = watcher.current
     scorers = bind_judges(scorers, judges)
     try:
         with kafka_errors(f"connecting to Kafka at {settings.kafka_bootstrap}"):
@@ -116,5 +130,9 @@ async def run_worker(
         await producer.stop()
         await redis.aclose()
         await judges.aclose()
+        if watcher is not None:
+            await watcher.stop()
+        if registry is not None:
+            await registry.aclose()
         if server is not None:
             server.shutdown()

@@ -45,11 +45,11 @@ class ScorerSet:
     @classmethod
     def of(cls, scorers: Sequence[ActiveScorer], generation: int = 0) -> ScorerSet:
         ordered = tuple(sorted(scorers, key=lambda a: -a.sample_rate))
-        names = [a.name for a in ordered]
-        dupes = {n for n in names if names.count(n) > 1}
+        keys = [(a.experiment_id, a.name) for a in ordered]
+        dupes = {k for k in keys if keys.count(k) > 1}
         if dupes:
-            raise ValueError(f"scorer names must be unique, repeated: {sorted(dupes)}")
-        return cls(ordered, generation, frozenset(names))
+            raise ValueError(f"scorer names must be unique per experiment, repeated: {sorted(map(str, dupes))}")
+        return cls(ordered, generation, frozenset(a.name for a in ordered))
 
     def __len__(self) -> int:
         return len(self.scorers)

@@ -157,7 +157,8 @@ def worker(
             "--scorer",
             "-s",
             help="REF[@RATE]: a built-in scorer name or package.module:attr, with a sample rate "
-            "(default 1.0). Repeatable. [env TRACEWATCH_SCORERS, comma-separated]",
+            "(default 1.0). Repeatable. [env TRACEWATCH_SCORERS, comma-separated] "
+            "Without any, the worker follows the scorer registry live.",
         ),
     ] = None,
     bootstrap: BootstrapOpt = None,
@@ -210,10 +211,12 @@ def worker(
     from stream._worker import WorkerOptions
 
     try:
-        source = _scorer_source(settings, refs)
+        source = _scorer_source(settings, refs) if refs else None
     except (ValueError, ImportError, TypeError) as exc:
         console.print(f"[red]bad scorer configuration:[/] {exc}")
         raise typer.Exit(2) from None
+    if source is None:
+        console.print("no --scorer given: following the scorer registry in Redis (`tracewatch scorers --help`)")
     from stream._runtime import run_worker
 
     opts = WorkerOptions(max_records=max_records, judge_max_in_flight=settings.judge_max_in_flight)
@@ -238,8 +241,6 @@ def _scorer_source(settings: Settings, refs: list[str]):  # type: ignore[no-unty
     from scorers import resolve_scorer
     from stream._scorer_set import ScorerSet, parse_scorer_option
 
-    if not refs:
-        raise ValueError("no scorers given: pass --scorer REF[@RATE] (e.g. --scorer no_error@1.0)")
     snapshot = ScorerSet.of([parse_scorer_option(r, resolve_scorer) for r in refs])
     return lambda: snapshot
 
@@ -252,6 +253,9 @@ def _register_optional_commands() -> None:
     from stream.judge_server import judge_server_command
 
     app.command("judge-server")(judge_server_command)
+    from stream._cmd_scorers import scorers_app
+
+    app.add_typer(scorers_app, name="scorers")
 
 
 _register_optional_commands()
