@@ -6,19 +6,54 @@ Apps import the publisher from here: `from stream import TracePublisher`.
 from stream._config import Settings, Topics
 from stream._exceptions import CommitError, ConfigError, KafkaUnavailableError, PublishError, StreamError
 from stream._publisher import SyncTracePublisher, TracePublisher, encode_for_wire
+from stream._budget import HourlyBudget
+from stream._filter import FILTER_FIELDS, Filter, FilterClause, FilterError, parse_filter
+from stream._registry import Registry, RegistryIssue
+from stream._registry_api import (
+    delete_scorer,
+    get_scorer,
+    list_scorers,
+    register_scorer,
+    start_scorer,
+    stop_scorer,
+    update_scorer,
+)
+from stream._registry_records import BudgetConfig, RegistryError, SamplingConfig, ScorerRecord, ScorerVersion
+from stream._registry_watch import RegistryWatcher
 from stream._sampling import sample_u, sampled
 
 __all__ = [
+    "BudgetConfig",
     "CommitError",
     "ConfigError",
+    "FILTER_FIELDS",
+    "Filter",
+    "FilterClause",
+    "FilterError",
+    "HourlyBudget",
     "KafkaUnavailableError",
     "PublishError",
+    "Registry",
+    "RegistryError",
+    "RegistryIssue",
+    "RegistryWatcher",
+    "SamplingConfig",
+    "ScorerRecord",
+    "ScorerVersion",
     "Settings",
     "StreamError",
     "SyncTracePublisher",
     "Topics",
     "TracePublisher",
+    "delete_scorer",
     "encode_for_wire",
+    "get_scorer",
+    "list_scorers",
+    "parse_filter",
+    "register_scorer",
     "sample_u",
     "sampled",
+    "start_scorer",
+    "stop_scorer",
+    "update_scorer",
 ]
