@@ -3,11 +3,11 @@
 Apps import the publisher from here: `from stream import TracePublisher`.
 """
 
+from stream._budget import HourlyBudget
 from stream._config import Settings, Topics
 from stream._exceptions import CommitError, ConfigError, KafkaUnavailableError, PublishError, StreamError
-from stream._publisher import SyncTracePublisher, TracePublisher, encode_for_wire
-from stream._budget import HourlyBudget
 from stream._filter import FILTER_FIELDS, Filter, FilterClause, FilterError, parse_filter
+from stream._publisher import SyncTracePublisher, TracePublisher, encode_for_wire
 from stream._registry import Registry, RegistryIssue
 from stream._registry_api import (
     delete_scorer,
@@ -23,10 +23,10 @@ from stream._registry_watch import RegistryWatcher
 from stream._sampling import sample_u, sampled
 
 __all__ = [
+    "FILTER_FIELDS",
     "BudgetConfig",
     "CommitError",
     "ConfigError",
-    "FILTER_FIELDS",
     "Filter",
     "FilterClause",
     "FilterError",
