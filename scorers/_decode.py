@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from scorers._exceptions import DecodeError
-from scorers._trace import Span, SpanEvent, Trace, TraceInfo
+from scorers._trace import Span, Trace, TraceInfo
 
 __all__ = ["DEFAULT_MAX_TRACE_BYTES", "decode_trace", "trace_from_dict"]
 
@@ -85,48 +85,23 @@ def trace_from_dict(obj: Any) -> Trace:
 
 
 def _span(s: Any, index: int) -> Span:
-    if not isinstance(s, dict):
+    """Check the few things every later read relies on, then wrap the dict (no copying)."""
+    if type(s) is not dict:
         raise DecodeError("bad_spans", f"span {index} is not an object")
     span_id = s.get("span_id")
-    if not isinstance(span_id, str) or not span_id:
+    if type(span_id) is not str or not span_id:
         raise DecodeError("bad_spans", f"span {index} has no `span_id`")
     attrs = s.get("attributes")
-    if attrs is None:
-        attrs = _EMPTY
-    elif not isinstance(attrs, dict):
+    if attrs is not None and type(attrs) is not dict:
         raise DecodeError("bad_spans", f"span {index} `attributes` is not an object")
-    status = s.get("status")
-    if isinstance(status, dict):
-        code = status.get("code") or "STATUS_CODE_UNSET"
-        message = status.get("message") or ""
-    else:
-        code, message = "STATUS_CODE_UNSET", ""
-    start = s.get("start_time_unix_nano", 0)
-    end = s.get("end_time_unix_nano", start)
-    if not isinstance(start, int) or not isinstance(end, int):
-        try:
-            start, end = int(start or 0), int(end or 0)
-        except (TypeError, ValueError):
-            raise DecodeError("bad_spans", f"span {index} has non-integer times") from None
-    events_raw = s.get("events") or ()
-    events = [
-        SpanEvent(
-            name=str(e.get("name", "")),
-            time_ns=int(e.get("time_unix_nano") or 0),
-            attributes=e.get("attributes") or _EMPTY,
-        )
-        for e in events_raw
-        if isinstance(e, dict)
-    ] if events_raw else []
-    parent = s.get("parent_span_id") or None
-    return Span(
-        span_id=span_id,
-        parent_id=parent,
-        name=str(s.get("name", "")),
-        start_ns=start,
-        end_ns=end,
-        status_code=str(code),
-        status_message=str(message),
-        events=events,
-        raw_attributes=attrs,
-    )
+    for key in ("start_time_unix_nano", "end_time_unix_nano"):
+        t = s.get(key)
+        if t is not None and type(t) is not int:
+            try:
+                int(t)
+            except (TypeError, ValueError):
+                raise DecodeError("bad_spans", f"span {index} has a non-integer `{key}`") from None
+    events = s.get("events")
+    if events is not None and type(events) is not list:
+        raise DecodeError("bad_spans", f"span {index} `events` is not a list")
+    return Span(s)
