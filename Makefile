@@ -13,7 +13,7 @@ LINT_PATHS := $(or $(wildcard stream scorers sinks tests bench),stream scorers s
 TYPE_PATHS := $(or $(wildcard stream scorers sinks),stream scorers sinks)
 
 .DEFAULT_GOAL := help
-.PHONY: help up down status lint typecheck test-unit test
+.PHONY: help up down status lint typecheck test-unit test demo
 
 help:
 	@echo "targets: up down status lint typecheck test-unit test"
@@ -42,3 +42,13 @@ test-unit:
 test: lint typecheck
 	@trap '$(STACK) down' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
 	$(STACK) up && $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The one-command demo: installs the project, then stack + worker + API + traffic (< 5 min).
+demo:
+	$(PYTHON) -m pip install -q -e . && $(PYTHON) -m stream demo
+
+# Benchmarks (bench/README.md): full run < 15 min; `make bench BENCH_ARGS=--quick` for a few minutes.
+BENCH_ARGS ?=
+.PHONY: bench
+bench:
+	$(PYTHON) -m bench $(BENCH_ARGS)

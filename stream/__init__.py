@@ -21,12 +21,24 @@ from stream._registry_api import (
 from stream._registry_records import BudgetConfig, RegistryError, SamplingConfig, ScorerRecord, ScorerVersion
 from stream._registry_watch import RegistryWatcher
 from stream._sampling import sample_u, sampled
+from stream._sdk import (
+    FeedbackError,
+    FeedbackReceipt,
+    alog_expectation,
+    alog_feedback,
+    log_expectation,
+    log_feedback,
+    mint_feedback_token,
+)
+from stream._tokens import TokenClaims, TokenError, verify_feedback_token
 
 __all__ = [
     "FILTER_FIELDS",
     "BudgetConfig",
     "CommitError",
     "ConfigError",
+    "FeedbackError",
+    "FeedbackReceipt",
     "Filter",
     "FilterClause",
     "FilterError",
@@ -43,12 +55,19 @@ __all__ = [
     "Settings",
     "StreamError",
     "SyncTracePublisher",
+    "TokenClaims",
+    "TokenError",
     "Topics",
     "TracePublisher",
+    "alog_expectation",
+    "alog_feedback",
     "delete_scorer",
     "encode_for_wire",
     "get_scorer",
     "list_scorers",
+    "log_expectation",
+    "log_feedback",
+    "mint_feedback_token",
     "parse_filter",
     "register_scorer",
     "sample_u",
@@ -56,4 +75,5 @@ __all__ = [
     "start_scorer",
     "stop_scorer",
     "update_scorer",
+    "verify_feedback_token",
 ]

@@ -245,6 +245,25 @@ def _scorer_source(settings: Settings, refs: list[str]):  # type: ignore[no-unty
     return lambda: snapshot
 
 
+@app.command()
+def demo(
+    traces: Annotated[int, typer.Option(help="Traces to replay.")] = 3000,
+    duration: Annotated[float, typer.Option(help="Seconds over which to replay them.")] = 90.0,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the worker, API and judge a demo left running.")] = False,
+) -> None:
+    """Run everything locally: stack, worker, API, scorers, traffic with a regression, feedback.
+
+    Leaves the worker, the API and the (simulated) judge running so you can explore
+    /metrics and the API; `tracewatch demo --stop` stops them, `make down` stops Kafka/Redis.
+    """
+    from stream._demo import DemoOptions, run_demo, stop_demo
+
+    if stop:
+        stop_demo(out)
+        return
+    raise typer.Exit(asyncio.run(run_demo(DemoOptions(traces=traces, duration_s=duration), out)))
+
+
 def _register_optional_commands() -> None:
     """Commands from modules written separately; each registers itself here by name."""
     from stream._cmd_evaluate import evaluate_command
@@ -253,6 +272,9 @@ def _register_optional_commands() -> None:
     from stream.judge_server import judge_server_command
 
     app.command("judge-server")(judge_server_command)
+    from stream._cmd_api import api_command
+
+    app.command("api")(api_command)
     from stream._cmd_scorers import scorers_app
 
     app.add_typer(scorers_app, name="scorers")

@@ -1,0 +1,172 @@
+"""`tracewatch api`: serve the HTTP API with uvicorn; and `ApiServer`, the same in a thread.
+
+The command refuses to start without API keys: an API nobody can call is a misconfiguration,
+and one anybody can call would accept forged traces and votes. Without feedback secrets it
+starts (server-side feedback with an API key still works) and says that tokens are off.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from stream._api import create_app
+from stream._api_models import ApiOptions
+from stream._config import Settings
+from stream._exceptions import ConfigError
+
+__all__ = ["ApiServer", "api_command", "app_from_env", "check_settings"]
+
+log = logging.getLogger(__name__)
+
+
+def check_settings(settings: Settings) -> list[str]:
+    """Refuse settings the API cannot run safely with; return warnings for those it can.
+
+    Raises:
+        ConfigError: No API keys are configured.
+    """
+    if not settings.api_keys:
+        raise ConfigError(
+            "no API keys configured: set TRACEWATCH_API_KEYS to one or more comma-separated keys "
+            "(e.g. TRACEWATCH_API_KEYS=$(openssl rand -hex 32)); the API does not run without authentication"
+        )
+    warnings = []
+    if not settings.feedback_secrets:
+        warnings.append(
+            "TRACEWATCH_FEEDBACK_SECRETS is empty: feedback tokens are disabled (X-Feedback-Token requests "
+            "get 401 and POST /v1/feedback-tokens gets 501); set it to enable browser feedback"
+        )
+    return warnings
+
+
+def app_from_env() -> FastAPI:
+    """The app from `TRACEWATCH_*` env vars: the factory each uvicorn worker process calls.
+
+    Raises:
+        ConfigError: No API keys are configured.
+    """
+    settings = Settings()
+    check_settings(settings)
+    return create_app(settings, options=ApiOptions())
+
+
+def api_command(
+    host: Annotated[str | None, typer.Option(help="Address to bind [env TRACEWATCH_API_HOST: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [env TRACEWATCH_API_PORT: 8080]")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes to run; each keeps its own rate-limit buckets.")
+    ] = 1,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(help="Proxies trusted for X-Forwarded-For (client IPs for rate limits); none by default."),
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request (costs throughput).")] = False,
+) -> None:
+    """Serve the HTTP API: feedback and traces in (to Kafka), results out (from Redis).
+
+    Needs TRACEWATCH_API_KEYS; feedback tokens need TRACEWATCH_FEEDBACK_SECRETS.
+
+    Body and rate limits, CORS origins and the Kafka ack timeout: TRACEWATCH_API_*.
+    """
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings()
+        options = ApiOptions()
+        warnings = check_settings(settings)
+    except (ConfigError, ValidationError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    bind_host = host or settings.api_host
+    bind_port = settings.api_port if port is None else port
+    common: dict[str, Any] = {
+        "host": bind_host,
+        "port": bind_port,
+        "log_level": log_level.lower(),
+        "access_log": access_log,
+        "forwarded_allow_ips": forwarded_allow_ips,
+        "proxy_headers": forwarded_allow_ips is not None,
+        "ws": "none",
+    }
+    typer.echo(f"tracewatch API on http://{bind_host}:{bind_port} ({workers} process(es))", err=True)
+    if workers == 1:
+        uvicorn.run(create_app(settings, options=options), **common)
+    else:
+        uvicorn.run("stream._cmd_api:app_from_env", factory=True, workers=workers, **common)
+
+
+class ApiServer:
+    """Run an API app on loopback in a background thread (a context manager for tests and demos).
+
+    Binds the socket itself (port 0 picks a free one), so there is no race between choosing a
+    port and listening on it; runs the app's lifespan, so its clients open and close with it.
+
+    Example:
+        >>> with ApiServer(create_app(settings)) as srv:  # doctest: +SKIP
+        ...     httpx.post(f"{srv.base_url}/v1/feedback", ...)
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def base_url(self) -> str:
+        """E.g. `http://127.0.0.1:41234`."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start serving; returns once the lifespan ran and the server accepts connections."""
+        # IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        self._sock = sock
+        config = uvicorn.Config(
+            self.app, log_level="warning", access_log=False, lifespan="on", ws="none", timeout_graceful_shutdown=2
+        )
+        server = self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Ask the server to exit (running the lifespan's shutdown) and wait for its thread."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._thread = self._sock = None
+
+    def __enter__(self) -> ApiServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,367 @@
+"""App-side helpers: record feedback and expectations through the HTTP API, mint tokens.
+
+Named after MLflow's `mlflow.log_feedback` / `mlflow.log_expectation`, so moving an app's
+feedback from MLflow to tracewatch is a change of import. Each call returns only once the API
+answered 202, which it does only after Kafka acknowledged the event; anything else raises
+`FeedbackError` with the server's message, so a vote is never lost silently.
+
+Configuration, when not passed: `TRACEWATCH_API_URL` (default `http://127.0.0.1:8080`), the
+first of `TRACEWATCH_API_KEYS`, and the first of `TRACEWATCH_FEEDBACK_SECRETS` for minting.
+
+Example (server side, with an API key)::
+
+    from stream import log_feedback
+    log_feedback("tr-…", value=True, rationale="clear answer", source_id="user-7")
+
+Example (browser side): the backend mints `mint_feedback_token(trace_id, user_id=...)` and
+the page POSTs `/v1/feedback` with the header `X-Feedback-Token: <token>`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+
+from stream._exceptions import ConfigError, StreamError
+from stream._tokens import DEFAULT_TOKEN_TTL
+from stream._tokens import mint_feedback_token as _mint
+
+__all__ = [
+    "DEFAULT_API_URL",
+    "FeedbackError",
+    "FeedbackReceipt",
+    "alog_expectation",
+    "alog_feedback",
+    "log_expectation",
+    "log_feedback",
+    "mint_feedback_token",
+]
+
+DEFAULT_API_URL: Final = "http://127.0.0.1:8080"
+_DEFAULT_TIMEOUT: Final = 10.0
+
+
+class FeedbackError(StreamError):
+    """The API did not accept the event (or could not be reached); it was not recorded.
+
+    Attributes:
+        status: The HTTP status, or None when there was no answer.
+        code: The API's error code (`unauthorized`, `token_expired`, `rate_limited`, ...).
+        retry_after: Seconds the server asked to wait before retrying, when it said so.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+
+@dataclass(slots=True, frozen=True)
+class FeedbackReceipt:
+    """What the API answered: the event id on the feedback topic, and the trace."""
+
+    event_id: str
+    trace_id: str
+
+
+def _first(env: str) -> str | None:
+    parts = [p.strip() for p in os.environ.get(env, "").split(",") if p.strip()]
+    return parts[0] if parts else None
+
+
+def _source(source: Any, source_type: str, source_id: str | None) -> dict[str, Any]:
+    """MLflow's `AssessmentSource` (or a mapping) wins over the plain arguments."""
+    if source is not None:
+        if isinstance(source, Mapping):
+            source_type = source.get("source_type", source.get("type", source_type))
+            source_id = source.get("source_id", source.get("id", source_id))
+        else:
+            source_type = getattr(source, "source_type", source_type)
+            source_id = getattr(source, "source_id", source_id)
+    out: dict[str, Any] = {"type": str(source_type)}
+    if source_id is not None:
+        out["id"] = str(source_id)
+    return out
+
+
+def _prepare(
+    path: str,
+    body: dict[str, Any],
+    *,
+    base_url: str | None,
+    api_key: str | None,
+    token: str | None,
+    has_client_base: bool,
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """URL, headers and JSON body of one call, with the env defaults filled in."""
+    if base_url is None and not has_client_base:
+        base_url = os.environ.get("TRACEWATCH_API_URL") or DEFAULT_API_URL
+    url = f"{base_url.rstrip('/')}{path}" if base_url is not None else path
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["X-Feedback-Token"] = token
+    else:
+        key = api_key or _first("TRACEWATCH_API_KEYS")
+        if key is None:
+            raise FeedbackError(
+                "no credentials: pass api_key= (or set TRACEWATCH_API_KEYS) on the server side, "
+                "or token= from mint_feedback_token in the browser",
+                code="no_credentials",
+            )
+        headers["Authorization"] = f"Bearer {key}"
+    return url, headers, {k: v for k, v in body.items() if v is not None}
+
+
+def _receipt(response: httpx.Response) -> FeedbackReceipt:
+    """The receipt of a 202, or `FeedbackError` carrying the server's own explanation."""
+    if response.status_code == 202:
+        data = response.json()
+        return FeedbackReceipt(event_id=str(data["event_id"]), trace_id=str(data["trace_id"]))
+    code: str | None = None
+    try:
+        data = response.json()
+        message = str(data.get("message") or data)
+        code = data.get("error")
+    except ValueError:
+        message = response.text[:500] or response.reason_phrase
+    retry = response.headers.get("Retry-After")
+    try:
+        retry_after = float(retry) if retry is not None else None
+    except ValueError:
+        retry_after = None
+    raise FeedbackError(
+        f"tracewatch API answered {response.status_code}: {message}",
+        status=response.status_code,
+        code=code,
+        retry_after=retry_after,
+    )
+
+
+def _unreachable(url: str, exc: httpx.HTTPError) -> FeedbackError:
+    return FeedbackError(f"cannot reach the tracewatch API at {url}: {type(exc).__name__}: {exc}")
+
+
+def _feedback_body(
+    trace_id: str,
+    name: str,
+    value: Any,
+    rationale: str | None,
+    metadata: Mapping[str, Any] | None,
+    source: dict[str, Any],
+) -> dict[str, Any]:
+    if value is None:
+        raise ValueError("value is required (a boolean, number, string, list or object)")
+    return {
+        "trace_id": trace_id,
+        "name": name,
+        "value": value,
+        "rationale": rationale,
+        "source": source,
+        "metadata": dict(metadata) if metadata is not None else None,
+    }
+
+
+def _expectation_body(
+    trace_id: str, name: str, value: Any, metadata: Mapping[str, Any] | None, source: dict[str, Any]
+) -> dict[str, Any]:
+    if value is None:
+        raise ValueError("value is required")
+    return {
+        "trace_id": trace_id,
+        "name": name,
+        "value": value,
+        "source": source,
+        "metadata": dict(metadata) if metadata is not None else None,
+    }
+
+
+def _send(
+    path: str,
+    body: dict[str, Any],
+    *,
+    base_url: str | None,
+    api_key: str | None,
+    token: str | None,
+    client: httpx.Client | None,
+    timeout: float,
+) -> FeedbackReceipt:
+    has_base = client is not None and bool(str(client.base_url))
+    url, headers, payload = _prepare(
+        path, body, base_url=base_url, api_key=api_key, token=token, has_client_base=has_base
+    )
+    try:
+        if client is not None:
+            response = client.post(url, json=payload, headers=headers)
+        else:
+            with httpx.Client(timeout=timeout) as own:
+                response = own.post(url, json=payload, headers=headers)
+    except httpx.HTTPError as exc:
+        raise _unreachable(url, exc) from exc
+    return _receipt(response)
+
+
+async def _asend(
+    path: str,
+    body: dict[str, Any],
+    *,
+    base_url: str | None,
+    api_key: str | None,
+    token: str | None,
+    client: httpx.AsyncClient | None,
+) -> FeedbackReceipt:
+    has_base = client is not None and bool(str(client.base_url))
+    url, headers, payload = _prepare(
+        path, body, base_url=base_url, api_key=api_key, token=token, has_client_base=has_base
+    )
+    try:
+        if client is not None:
+            response = await client.post(url, json=payload, headers=headers)
+        else:
+            async with httpx.AsyncClient(timeout=_DEFAULT_TIMEOUT) as own:
+                response = await own.post(url, json=payload, headers=headers)
+    except httpx.HTTPError as exc:
+        raise _unreachable(url, exc) from exc
+    return _receipt(response)
+
+
+def log_feedback(
+    trace_id: str,
+    name: str = "user_satisfaction",
+    value: Any = None,
+    rationale: str | None = None,
+    source_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    source: Any = None,
+    source_type: str = "HUMAN",
+    base_url: str | None = None,
+    api_key: str | None = None,
+    token: str | None = None,
+    client: httpx.Client | None = None,
+    timeout: float = _DEFAULT_TIMEOUT,
+) -> FeedbackReceipt:
+    """Record one vote on a trace; returns once Kafka has it (the API answered 202).
+
+    Args:
+        trace_id: The trace voted on.
+        name: The feedback name (`user_satisfaction` by default).
+        value: The vote: a boolean (thumbs), number, string, list of those, or object.
+        rationale: Why, in the user's words.
+        source_id: Who voted; a new vote of the same (trace, name, source) replaces the old.
+        metadata: Free-form JSON kept with the vote.
+        source: An MLflow `AssessmentSource` (or `{"source_type", "source_id"}`), overriding
+            `source_type`/`source_id`.
+        source_type: `HUMAN`, `LLM_JUDGE` or `CODE`.
+        base_url: The API; `TRACEWATCH_API_URL` or `http://127.0.0.1:8080` by default (or the
+            `client`'s base URL).
+        api_key: Server-side credential; the first of `TRACEWATCH_API_KEYS` by default.
+        token: A feedback token instead of an API key (its bound user becomes the source).
+        client: An `httpx.Client` to reuse (its own timeout applies); one per call otherwise.
+        timeout: Seconds for the whole call when no client is given.
+
+    Raises:
+        FeedbackError: The API refused the vote or could not be reached; it was not recorded.
+        ValueError: `value` is missing.
+    """
+    body = _feedback_body(trace_id, name, value, rationale, metadata, _source(source, source_type, source_id))
+    return _send(
+        "/v1/feedback", body, base_url=base_url, api_key=api_key, token=token, client=client, timeout=timeout
+    )
+
+
+async def alog_feedback(
+    trace_id: str,
+    name: str = "user_satisfaction",
+    value: Any = None,
+    rationale: str | None = None,
+    source_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    source: Any = None,
+    source_type: str = "HUMAN",
+    base_url: str | None = None,
+    api_key: str | None = None,
+    token: str | None = None,
+    client: httpx.AsyncClient | None = None,
+) -> FeedbackReceipt:
+    """`log_feedback` for async code (pass a shared `httpx.AsyncClient` for volume).
+
+    Without a client, each call gets 10 s; bound it otherwise with `asyncio.timeout`.
+    """
+    body = _feedback_body(trace_id, name, value, rationale, metadata, _source(source, source_type, source_id))
+    return await _asend("/v1/feedback", body, base_url=base_url, api_key=api_key, token=token, client=client)
+
+
+def log_expectation(
+    trace_id: str,
+    name: str,
+    value: Any,
+    source_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    source: Any = None,
+    source_type: str = "HUMAN",
+    base_url: str | None = None,
+    api_key: str | None = None,
+    client: httpx.Client | None = None,
+    timeout: float = _DEFAULT_TIMEOUT,
+) -> FeedbackReceipt:
+    """Record ground truth for a trace (needs an API key); returns once Kafka has it.
+
+    Raises:
+        FeedbackError: The API refused it or could not be reached; it was not recorded.
+        ValueError: `value` is None.
+    """
+    body = _expectation_body(trace_id, name, value, metadata, _source(source, source_type, source_id))
+    return _send(
+        "/v1/expectations", body, base_url=base_url, api_key=api_key, token=None, client=client, timeout=timeout
+    )
+
+
+async def alog_expectation(
+    trace_id: str,
+    name: str,
+    value: Any,
+    source_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    source: Any = None,
+    source_type: str = "HUMAN",
+    base_url: str | None = None,
+    api_key: str | None = None,
+    client: httpx.AsyncClient | None = None,
+) -> FeedbackReceipt:
+    """`log_expectation` for async code."""
+    body = _expectation_body(trace_id, name, value, metadata, _source(source, source_type, source_id))
+    return await _asend("/v1/expectations", body, base_url=base_url, api_key=api_key, token=None, client=client)
+
+
+def mint_feedback_token(
+    trace_id: str,
+    *,
+    secret: str | None = None,
+    names: Sequence[str] = ("user_satisfaction",),
+    values: Sequence[Any] | None = None,
+    user_id: str | None = None,
+    ttl_s: float = DEFAULT_TOKEN_TTL,
+) -> str:
+    """Mint a feedback token for the page that shows this trace's answer (see `stream._tokens`).
+
+    The secret defaults to the first of `TRACEWATCH_FEEDBACK_SECRETS`: the app and the API
+    share it, so the app mints locally without a network call.
+
+    Raises:
+        ConfigError: No secret given and none in the environment.
+        ValueError: The claims are invalid (see `stream._tokens.mint_feedback_token`).
+    """
+    secret = secret or _first("TRACEWATCH_FEEDBACK_SECRETS")
+    if not secret:
+        raise ConfigError("no feedback secret: pass secret= or set TRACEWATCH_FEEDBACK_SECRETS")
+    return _mint(trace_id, secret=secret, names=names, values=values, user_id=user_id, ttl_s=ttl_s)

@@ -1,0 +1,86 @@
+"""`tracewatch api`: refuses to start without API keys, warns without token secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import stream._cmd_api as cmd_api
+from stream._config import Settings
+from stream._exceptions import ConfigError
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command("api")(cmd_api.api_command)
+    app.command("noop")(lambda: None)  # two commands: "api" stays a subcommand
+    return app
+
+
+class FakeUvicorn:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, dict[str, Any]]] = []
+
+    def run(self, app: Any, **kwargs: Any) -> None:
+        self.calls.append((app, kwargs))
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for name in ("TRACEWATCH_API_KEYS", "TRACEWATCH_FEEDBACK_SECRETS", "TRACEWATCH_API_HOST", "TRACEWATCH_API_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    fake = FakeUvicorn()
+    monkeypatch.setattr(cmd_api, "uvicorn", fake)
+    return monkeypatch, fake
+
+
+def test_refuses_to_start_without_api_keys(cli, env) -> None:
+    _, fake = env
+    result = CliRunner().invoke(cli, ["api"])
+    assert result.exit_code == 2
+    assert "TRACEWATCH_API_KEYS" in result.output
+    assert fake.calls == []
+
+
+def test_warns_when_tokens_are_disabled_and_serves_on_the_configured_address(cli, env) -> None:
+    monkeypatch, fake = env
+    monkeypatch.setenv("TRACEWATCH_API_KEYS", "k1")
+    result = CliRunner().invoke(cli, ["api"])
+    assert result.exit_code == 0, result.output
+    assert "TRACEWATCH_FEEDBACK_SECRETS" in result.output and "disabled" in result.output
+    [(app, kwargs)] = fake.calls
+    assert (kwargs["host"], kwargs["port"]) == ("127.0.0.1", 8080)
+    assert app.title == "tracewatch"
+
+
+def test_flags_override_and_workers_use_the_factory(cli, env) -> None:
+    monkeypatch, fake = env
+    monkeypatch.setenv("TRACEWATCH_API_KEYS", "k1")
+    monkeypatch.setenv("TRACEWATCH_FEEDBACK_SECRETS", "s1")
+    result = CliRunner().invoke(cli, ["api", "--host", "0.0.0.0", "--port", "9999", "--workers", "3"])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    [(target, kwargs)] = fake.calls
+    assert target == "stream._cmd_api:app_from_env"
+    assert (kwargs["host"], kwargs["port"], kwargs["workers"], kwargs["factory"]) == ("0.0.0.0", 9999, 3, True)
+
+
+def test_bad_api_env_fails_at_startup(cli, env) -> None:
+    monkeypatch, fake = env
+    monkeypatch.setenv("TRACEWATCH_API_KEYS", "k1")
+    monkeypatch.setenv("TRACEWATCH_API_RATE_LIMIT", "-5")
+    result = CliRunner().invoke(cli, ["api"])
+    assert result.exit_code == 2 and "rate_limit" in result.output
+    assert fake.calls == []
+
+
+def test_check_settings() -> None:
+    with pytest.raises(ConfigError, match="TRACEWATCH_API_KEYS"):
+        cmd_api.check_settings(Settings(api_keys=[]))
+    assert cmd_api.check_settings(Settings(api_keys=["k"], feedback_secrets=["s"])) == []
+    [warning] = cmd_api.check_settings(Settings(api_keys=["k"], feedback_secrets=[]))
+    assert "tokens are disabled" in warning

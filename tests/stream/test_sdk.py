@@ -1,0 +1,168 @@
+"""The app-side SDK against the real app (with fakes) and against `httpx.MockTransport`."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from stream._exceptions import ConfigError
+from stream._sdk import (
+    FeedbackError,
+    alog_expectation,
+    alog_feedback,
+    log_expectation,
+    log_feedback,
+    mint_feedback_token,
+)
+from stream._tokens import verify_feedback_token
+from tests.stream.test_api import KEY, SECRET, TID, FakeProducer, make_app
+
+with warnings.catch_warnings():
+    from starlette.exceptions import StarletteDeprecationWarning
+
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+
+@dataclass
+class AssessmentSource:  # the shape of mlflow.entities.AssessmentSource
+    source_type: str
+    source_id: str
+
+
+@pytest.fixture
+def producer() -> FakeProducer:
+    return FakeProducer()
+
+
+@pytest.fixture
+def client(producer):
+    with TestClient(make_app(producer, rate_limit=1000.0)) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ("TRACEWATCH_API_URL", "TRACEWATCH_API_KEYS", "TRACEWATCH_FEEDBACK_SECRETS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_log_feedback_returns_the_receipt_of_the_acked_event(client, producer) -> None:
+    receipt = log_feedback(
+        TID, value=False, rationale="wrong", source_id="u-1", metadata={"page": "x"}, api_key=KEY, client=client
+    )
+    [event] = producer.events()
+    assert (receipt.event_id, receipt.trace_id) == (event.event_id, TID)
+    assert (event.name, event.value, event.rationale, event.source_id, event.metadata) == (
+        "user_satisfaction",
+        False,
+        "wrong",
+        "u-1",
+        {"page": "x"},
+    )
+
+
+def test_mlflow_source_objects_are_accepted(client, producer) -> None:
+    log_feedback(TID, "helpful", 5, source=AssessmentSource("LLM_JUDGE", "gpt"), api_key=KEY, client=client)
+    log_feedback(TID, "helpful", 4, source={"source_type": "CODE", "source_id": "ci"}, api_key=KEY, client=client)
+    assert [(e.source_type, e.source_id) for e in producer.events()] == [("LLM_JUDGE", "gpt"), ("CODE", "ci")]
+
+
+def test_token_feedback_from_the_sdk(client, producer, monkeypatch) -> None:
+    monkeypatch.setenv("TRACEWATCH_FEEDBACK_SECRETS", f"{SECRET},old")
+    tok = mint_feedback_token(TID, values=[True, False], user_id="u-7")
+    verify_feedback_token(tok, secrets=[SECRET], trace_id=TID, name="user_satisfaction", value=True)
+    log_feedback(TID, value=True, token=tok, client=client)
+    assert producer.events()[0].source_id == "u-7"
+    with pytest.raises(FeedbackError) as info:
+        log_feedback("tr-other", value=True, token=tok, client=client)
+    assert (info.value.status, info.value.code) == (403, "token_wrong_trace")
+    assert "another trace" in str(info.value)
+
+
+def test_errors_carry_the_servers_message(client, producer) -> None:
+    with pytest.raises(FeedbackError) as info:
+        log_feedback(TID, value=True, api_key="wrong", client=client)
+    assert (info.value.status, info.value.code) == (401, "invalid_api_key")
+    with pytest.raises(FeedbackError, match="trace_id"):
+        log_feedback("", value=True, api_key=KEY, client=client)
+    assert producer.calls == 0
+
+
+def test_503_carries_retry_after() -> None:
+    from aiokafka.errors import KafkaTimeoutError
+
+    with TestClient(make_app(FakeProducer(fail=KafkaTimeoutError()))) as c, pytest.raises(FeedbackError) as info:
+        log_feedback(TID, value=True, api_key=KEY, client=c)
+    assert (info.value.status, info.value.code, info.value.retry_after) == (503, "kafka_unavailable", 1.0)
+
+
+def test_log_expectation(client, producer) -> None:
+    log_expectation(TID, "expected_facts", ["a", "b"], api_key=KEY, client=client)
+    [event] = producer.events()
+    assert (event.kind, event.name, event.value) == ("expectation", "expected_facts", ["a", "b"])
+
+
+def test_value_is_required(client) -> None:
+    with pytest.raises(ValueError, match="value"):
+        log_feedback(TID, api_key=KEY, client=client)
+
+
+def test_defaults_come_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("TRACEWATCH_API_URL", "http://api.example:9000/")
+    monkeypatch.setenv("TRACEWATCH_API_KEYS", " first , second")
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((str(request.url), request.headers["authorization"]))
+        return httpx.Response(202, json={"event_id": "e1", "trace_id": TID})
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as c:
+        assert log_feedback(TID, value=True, client=c).event_id == "e1"
+    assert seen == [("http://api.example:9000/v1/feedback", "Bearer first")]
+
+
+def test_no_credentials_is_a_clear_error() -> None:
+    with pytest.raises(FeedbackError, match="TRACEWATCH_API_KEYS"):
+        log_feedback(TID, value=True, base_url="http://127.0.0.1:9")
+
+
+def test_unreachable_api_is_a_feedback_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as c, pytest.raises(FeedbackError, match="cannot reach"):
+        log_feedback(TID, value=True, api_key=KEY, base_url="http://x", client=c)
+
+
+def test_non_json_error_bodies_are_reported() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(502, text="Bad Gateway from the proxy")
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as c, pytest.raises(FeedbackError) as info:
+        log_feedback(TID, value=True, api_key=KEY, base_url="http://x", client=c)
+    assert info.value.status == 502 and "proxy" in str(info.value)
+
+
+async def test_async_variants(producer) -> None:
+    app = make_app(producer)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+        receipt = await alog_feedback(TID, value=True, source_id="u-2", api_key=KEY, client=c)
+        await alog_expectation(TID, "answer", "42", api_key=KEY, client=c)
+        with pytest.raises(FeedbackError) as info:
+            await alog_feedback(TID, value=True, api_key="nope", client=c)
+    assert info.value.status == 401
+    kinds = [(e.kind, e.source_id) for e in producer.events()]
+    assert kinds == [("feedback", "u-2"), ("expectation", "api")]
+    assert receipt.event_id == producer.events()[0].event_id
+
+
+def test_mint_needs_a_secret() -> None:
+    with pytest.raises(ConfigError, match="TRACEWATCH_FEEDBACK_SECRETS"):
+        mint_feedback_token(TID)
+    tok = mint_feedback_token(TID, secret="given")
+    assert verify_feedback_token(tok, secrets=["given"], trace_id=TID, name="user_satisfaction", value=1)
