@@ -259,6 +259,8 @@ class Worker:
         exp = trace.info.experiment_id
         try:
             res = await a.scorer.arun(trace)
+            if a.budget is not None:
+                a.budget.add_tokens(_tokens_of(res.feedbacks))
             entry.pairs.append(
                 assessments_for(tid, exp, a.name, feedbacks=res.feedbacks, skip_reason=res.skip_reason,
                                 duration_s=res.duration_s, version=a.version, trace_end_ms=end_ms)
@@ -321,6 +323,15 @@ class Worker:
                 t.cancel()
         if dropped:
             log.info("revoked with %d unfinished messages; the new owner will redo them", len(dropped))
+
+
+def _tokens_of(feedbacks: list[Any]) -> int:
+    """Tokens a judge reported in its feedback metadata (for per-scorer token budgets)."""
+    total = 0
+    for fb in feedbacks:
+        meta = fb.metadata or {}
+        total += int(meta.get("prompt_tokens") or 0) + int(meta.get("completion_tokens") or 0)
+    return total
 
 
 def _end_ms(trace: Trace) -> int | None:

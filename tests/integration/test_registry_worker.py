@@ -87,3 +87,31 @@ async def test_live_changes_reach_a_running_worker(settings: Settings, fixture_b
         assert all(res.values()) and {r["scorer_version"] for r in res.values() if r} == {2}
     await registry.aclose()
     await sink.aclose()
+
+
+async def test_judge_budget_skips_with_reason_once_spent(settings: Settings, fixture_bytes: list[bytes]) -> None:
+    from stream._registry_records import BudgetConfig
+    from stream.judge_server import JudgeServer
+
+    await create_topics(settings)
+    items = list(synth_traces(fixture_bytes, 40, seed=50))
+    with JudgeServer(latency=0.0) as server:
+        s = settings.model_copy(update={"judge_base_url": server.base_url, "registry_poll_interval_s": 1.0})
+        sink = RedisSink.from_url(s.redis_url, prefix=s.redis_prefix)
+        registry = Registry.from_settings(s)
+        await registry.register("Safety", name="safety", experiment_id="1",
+                                sampling_config=SamplingConfig(sample_rate=1.0),
+                                budget=BudgetConfig(max_calls_per_hour=5))
+        async with registry_worker(s):
+            await publish(s, items)
+            deadline = time.monotonic() + 30
+            while True:
+                cov = await sink.coverage("1", "safety")
+                if sum(v for k, v in cov.items() if ":" not in k) >= 40 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+        await registry.aclose()
+        await sink.aclose()
+    assert cov.get("skipped:budget") == 35, cov   # 5 calls an hour, then skipped and counted
+    assert cov.get("scored", 0) + cov.get("skipped:missing_outputs", 0) == 5
+    assert server.stats()["requests"] <= 5
