@@ -8,10 +8,6 @@ starts (server-side feedback with an API key still works) and says that tokens a
 from __future__ import annotations
 
 import logging
-import socket
-import threading
-import time
-from types import TracebackType
 from typing import Annotated, Any
 
 import typer
@@ -23,6 +19,7 @@ from stream._api import create_app
 from stream._api_models import ApiOptions
 from stream._config import Settings
 from stream._exceptions import ConfigError
+from stream._serve import BackgroundServer
 
 __all__ = ["ApiServer", "api_command", "app_from_env", "check_settings"]
 
@@ -107,11 +104,11 @@ def api_command(
         uvicorn.run("stream._cmd_api:app_from_env", factory=True, workers=workers, **common)
 
 
-class ApiServer:
+class ApiServer(BackgroundServer):
     """Run an API app on loopback in a background thread (a context manager for tests and demos).
 
-    Binds the socket itself (port 0 picks a free one), so there is no race between choosing a
-    port and listening on it; runs the app's lifespan, so its clients open and close with it.
+    A `BackgroundServer` (port 0 picks a free port, race-free) that runs the app's lifespan,
+    so the app's clients open and close with it.
 
     Example:
         >>> with ApiServer(create_app(settings)) as srv:  # doctest: +SKIP
@@ -119,54 +116,11 @@ class ApiServer:
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.app = app
-        self.host = host
-        self.port = port
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
-
-    @property
-    def base_url(self) -> str:
-        """E.g. `http://127.0.0.1:41234`."""
-        return f"http://{self.host}:{self.port}"
+        # Lifespan on: the app's Kafka and Redis clients open and close with the server.
+        super().__init__(
+            app, host, port, name="API server", stop_timeout=15, lifespan="on", timeout_graceful_shutdown=2
+        )
 
     def start(self, timeout: float = 20.0) -> None:
         """Start serving; returns once the lifespan ran and the server accepts connections."""
-        # IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        self._sock = sock
-        config = uvicorn.Config(
-            self.app, log_level="warning", access_log=False, lifespan="on", ws="none", timeout_graceful_shutdown=2
-        )
-        server = self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api-server", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the API server did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        """Ask the server to exit (running the lifespan's shutdown) and wait for its thread."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=15)
-        if self._sock is not None:
-            self._sock.close()
-        self._server = self._thread = self._sock = None
-
-    def __enter__(self) -> ApiServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        super().start(timeout)

@@ -20,7 +20,8 @@ the page POSTs `/v1/feedback` with the header `X-Feedback-Token: <token>`.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -91,17 +92,59 @@ def _source(source: Any, source_type: str, source_id: str | None) -> dict[str, A
     return out
 
 
-def _prepare(
+@dataclass(slots=True, frozen=True)
+class _Request:
+    """One POST to the API, built once for the sync and the async senders alike."""
+
+    url: str
+    headers: dict[str, str]
+    json: dict[str, Any]
+
+
+# log_feedback's value has a default, so a missing vote says what a vote may be.
+_VOTE_KINDS: Final = " (a boolean, number, string, list or object)"
+
+
+def _body(
+    trace_id: str,
+    name: str,
+    value: Any,
+    metadata: Mapping[str, Any] | None,
+    source: dict[str, Any],
+    *,
+    rationale: str | None = None,
+    value_kinds: str = "",
+) -> dict[str, Any]:
+    """An event's JSON body (feedback or expectation; `_request` drops the None fields)."""
+    if value is None:
+        raise ValueError(f"value is required{value_kinds}")
+    return {
+        "trace_id": trace_id,
+        "name": name,
+        "value": value,
+        "rationale": rationale,
+        "source": source,
+        "metadata": dict(metadata) if metadata is not None else None,
+    }
+
+
+def _request(
     path: str,
     body: dict[str, Any],
     *,
     base_url: str | None,
     api_key: str | None,
     token: str | None,
-    has_client_base: bool,
-) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """URL, headers and JSON body of one call, with the env defaults filled in."""
-    if base_url is None and not has_client_base:
+    client: httpx.Client | httpx.AsyncClient | None,
+) -> _Request:
+    """URL, headers and JSON body of one call, with the env defaults filled in.
+
+    A client with a base URL of its own gets a relative URL, so that base URL applies.
+
+    Raises:
+        FeedbackError: No token, API key or `TRACEWATCH_API_KEYS` to authenticate with.
+    """
+    if base_url is None and not (client is not None and str(client.base_url)):
         base_url = os.environ.get("TRACEWATCH_API_URL") or DEFAULT_API_URL
     url = f"{base_url.rstrip('/')}{path}" if base_url is not None else path
     headers = {"Accept": "application/json"}
@@ -116,7 +159,16 @@ def _prepare(
                 code="no_credentials",
             )
         headers["Authorization"] = f"Bearer {key}"
-    return url, headers, {k: v for k, v in body.items() if v is not None}
+    return _Request(url, headers, {k: v for k, v in body.items() if v is not None})
+
+
+@contextmanager
+def _reaching(url: str) -> Iterator[None]:
+    """Turn httpx's transport errors into `FeedbackError`: the event was not recorded."""
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        raise FeedbackError(f"cannot reach the tracewatch API at {url}: {type(exc).__name__}: {exc}") from exc
 
 
 def _receipt(response: httpx.Response) -> FeedbackReceipt:
@@ -144,90 +196,19 @@ def _receipt(response: httpx.Response) -> FeedbackReceipt:
     )
 
 
-def _unreachable(url: str, exc: httpx.HTTPError) -> FeedbackError:
-    return FeedbackError(f"cannot reach the tracewatch API at {url}: {type(exc).__name__}: {exc}")
-
-
-def _feedback_body(
-    trace_id: str,
-    name: str,
-    value: Any,
-    rationale: str | None,
-    metadata: Mapping[str, Any] | None,
-    source: dict[str, Any],
-) -> dict[str, Any]:
-    if value is None:
-        raise ValueError("value is required (a boolean, number, string, list or object)")
-    return {
-        "trace_id": trace_id,
-        "name": name,
-        "value": value,
-        "rationale": rationale,
-        "source": source,
-        "metadata": dict(metadata) if metadata is not None else None,
-    }
-
-
-def _expectation_body(
-    trace_id: str, name: str, value: Any, metadata: Mapping[str, Any] | None, source: dict[str, Any]
-) -> dict[str, Any]:
-    if value is None:
-        raise ValueError("value is required")
-    return {
-        "trace_id": trace_id,
-        "name": name,
-        "value": value,
-        "source": source,
-        "metadata": dict(metadata) if metadata is not None else None,
-    }
-
-
-def _send(
-    path: str,
-    body: dict[str, Any],
-    *,
-    base_url: str | None,
-    api_key: str | None,
-    token: str | None,
-    client: httpx.Client | None,
-    timeout: float,
-) -> FeedbackReceipt:
-    has_base = client is not None and bool(str(client.base_url))
-    url, headers, payload = _prepare(
-        path, body, base_url=base_url, api_key=api_key, token=token, has_client_base=has_base
-    )
-    try:
-        if client is not None:
-            response = client.post(url, json=payload, headers=headers)
-        else:
-            with httpx.Client(timeout=timeout) as own:
-                response = own.post(url, json=payload, headers=headers)
-    except httpx.HTTPError as exc:
-        raise _unreachable(url, exc) from exc
+def _send(request: _Request, client: httpx.Client | None, timeout: float) -> FeedbackReceipt:
+    # A caller's client is only borrowed (never closed here); without one, a client per call.
+    http = nullcontext(client) if client is not None else httpx.Client(timeout=timeout)
+    with _reaching(request.url), http as c:
+        response = c.post(request.url, json=request.json, headers=request.headers)
     return _receipt(response)
 
 
-async def _asend(
-    path: str,
-    body: dict[str, Any],
-    *,
-    base_url: str | None,
-    api_key: str | None,
-    token: str | None,
-    client: httpx.AsyncClient | None,
-) -> FeedbackReceipt:
-    has_base = client is not None and bool(str(client.base_url))
-    url, headers, payload = _prepare(
-        path, body, base_url=base_url, api_key=api_key, token=token, has_client_base=has_base
-    )
-    try:
-        if client is not None:
-            response = await client.post(url, json=payload, headers=headers)
-        else:
-            async with httpx.AsyncClient(timeout=_DEFAULT_TIMEOUT) as own:
-                response = await own.post(url, json=payload, headers=headers)
-    except httpx.HTTPError as exc:
-        raise _unreachable(url, exc) from exc
+async def _asend(request: _Request, client: httpx.AsyncClient | None) -> FeedbackReceipt:
+    http = nullcontext(client) if client is not None else httpx.AsyncClient(timeout=_DEFAULT_TIMEOUT)
+    with _reaching(request.url):
+        async with http as c:
+            response = await c.post(request.url, json=request.json, headers=request.headers)
     return _receipt(response)
 
 
@@ -270,10 +251,10 @@ def log_feedback(
         FeedbackError: The API refused the vote or could not be reached; it was not recorded.
         ValueError: `value` is missing.
     """
-    body = _feedback_body(trace_id, name, value, rationale, metadata, _source(source, source_type, source_id))
-    return _send(
-        "/v1/feedback", body, base_url=base_url, api_key=api_key, token=token, client=client, timeout=timeout
-    )
+    origin = _source(source, source_type, source_id)
+    body = _body(trace_id, name, value, metadata, origin, rationale=rationale, value_kinds=_VOTE_KINDS)
+    request = _request("/v1/feedback", body, base_url=base_url, api_key=api_key, token=token, client=client)
+    return _send(request, client, timeout)
 
 
 async def alog_feedback(
@@ -295,8 +276,10 @@ async def alog_feedback(
 
     Without a client, each call gets 10 s; bound it otherwise with `asyncio.timeout`.
     """
-    body = _feedback_body(trace_id, name, value, rationale, metadata, _source(source, source_type, source_id))
-    return await _asend("/v1/feedback", body, base_url=base_url, api_key=api_key, token=token, client=client)
+    origin = _source(source, source_type, source_id)
+    body = _body(trace_id, name, value, metadata, origin, rationale=rationale, value_kinds=_VOTE_KINDS)
+    request = _request("/v1/feedback", body, base_url=base_url, api_key=api_key, token=token, client=client)
+    return await _asend(request, client)
 
 
 def log_expectation(
@@ -319,10 +302,9 @@ def log_expectation(
         FeedbackError: The API refused it or could not be reached; it was not recorded.
         ValueError: `value` is None.
     """
-    body = _expectation_body(trace_id, name, value, metadata, _source(source, source_type, source_id))
-    return _send(
-        "/v1/expectations", body, base_url=base_url, api_key=api_key, token=None, client=client, timeout=timeout
-    )
+    body = _body(trace_id, name, value, metadata, _source(source, source_type, source_id))
+    request = _request("/v1/expectations", body, base_url=base_url, api_key=api_key, token=None, client=client)
+    return _send(request, client, timeout)
 
 
 async def alog_expectation(
@@ -339,8 +321,9 @@ async def alog_expectation(
     client: httpx.AsyncClient | None = None,
 ) -> FeedbackReceipt:
     """`log_expectation` for async code."""
-    body = _expectation_body(trace_id, name, value, metadata, _source(source, source_type, source_id))
-    return await _asend("/v1/expectations", body, base_url=base_url, api_key=api_key, token=None, client=client)
+    body = _body(trace_id, name, value, metadata, _source(source, source_type, source_id))
+    request = _request("/v1/expectations", body, base_url=base_url, api_key=api_key, token=None, client=client)
+    return await _asend(request, client)
 
 
 def mint_feedback_token(

@@ -22,12 +22,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import socket
 import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
-from types import TracebackType
 from typing import Annotated, Any
 
 import orjson
@@ -37,6 +35,8 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from stream._serve import BackgroundServer
 
 __all__ = ["FakeJudge", "JudgeServer", "JudgeServerConfig", "judge_server_command", "serve"]
 
@@ -225,11 +225,11 @@ class FakeJudge:
         )
 
 
-class JudgeServer:
+class JudgeServer(BackgroundServer):
     """Run a `FakeJudge` on loopback in a background thread (a context manager for tests).
 
-    Binds the socket itself (port 0 picks a free port), so there is no race between
-    choosing a port and listening on it.
+    A `BackgroundServer` (port 0 picks a free port, race-free) without a lifespan, whose
+    `base_url` is the OpenAI-style one and whose counters and switches are the judge's.
 
     Example:
         >>> with JudgeServer(fail_fraction=0.2) as srv:  # doctest: +SKIP
@@ -237,17 +237,15 @@ class JudgeServer:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, **config: Any) -> None:
-        self.host = host
-        self.port = port
         self.judge = FakeJudge(JudgeServerConfig(**config))
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
+        super().__init__(
+            self.judge.app, host, port, name="fake judge server", lifespan="off", timeout_graceful_shutdown=1
+        )
 
     @property
     def base_url(self) -> str:
         """The OpenAI-style base URL, e.g. `http://127.0.0.1:41234/v1`."""
-        return f"http://{self.host}:{self.port}/v1"
+        return f"{super().base_url}/v1"
 
     def stats(self) -> dict[str, Any]:
         return self.judge.stats()
@@ -257,54 +255,6 @@ class JudgeServer:
 
     def reset(self) -> None:
         self.judge.reset()
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Start serving; returns once the server accepts connections."""
-        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they
-        # are TCP, and without it Nagle + delayed ACKs add ~40 ms to every response.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        self._sock = sock
-        config = uvicorn.Config(
-            self.judge.app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            timeout_graceful_shutdown=1,
-        )
-        server = self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="judge-server", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the fake judge server did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        """Ask the server to exit and wait for its thread."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
-        self._server = self._thread = self._sock = None
-
-    def __enter__(self) -> JudgeServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def serve(host: str = "127.0.0.1", port: int = 8900, **config: Any) -> None:

@@ -94,3 +94,12 @@ def _delete_topics(s: Settings) -> None:
 
     with contextlib.suppress(RuntimeError):  # called inside a running loop: leave the topics
         asyncio.run(drop())
+
+
+@pytest.fixture(scope="module")
+def judge_server():
+    """A fake judge (`JudgeServer`) on loopback, one per test module; `fresh_judge` resets it per test."""
+    from stream.judge_server import JudgeServer
+
+    with JudgeServer() as srv:
+        yield srv

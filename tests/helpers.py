@@ -49,3 +49,23 @@ def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
         for s in fam.samples:
             out[(s.name, frozenset(s.labels.items()))] = s.value
     return out
+
+
+def fresh_judge(server: Any, **overrides: Any) -> Any:
+    """A `JudgeServer` back to a clean state for the next test, and returned.
+
+    Its switches go back to the `JudgeServerConfig` defaults (plus `overrides`), requests a
+    previous test timed out on are given up to 2 s to finish server-side (they would
+    otherwise count in this test's stats), and every counter is zeroed.
+    """
+    import time
+    from dataclasses import asdict
+
+    from stream.judge_server import JudgeServerConfig
+
+    server.configure(**{**asdict(JudgeServerConfig()), **overrides})
+    deadline = time.monotonic() + 2.0
+    while server.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.reset()
+    return server

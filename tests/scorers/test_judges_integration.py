@@ -12,34 +12,14 @@ from typer.testing import CliRunner
 
 from scorers import Guidelines, JudgeClient, Safety, evaluate, make_judge
 from stream._cmd_evaluate import evaluate_command
-from stream.judge_server import JudgeServer
+from tests.helpers import fresh_judge
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def server():
-    with JudgeServer() as srv:
-        yield srv
-
-
 @pytest.fixture
-def srv(server):
-    server.configure(
-        latency=0.0,
-        jitter=0.0,
-        rate_429=0.0,
-        retry_after=0.0,
-        rate_500=0.0,
-        garbage_rate=0.0,
-        fail_fraction=0.0,
-        seed=0,
-    )
-    deadline = time.monotonic() + 2.0
-    while server.stats()["in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.01)  # requests a previous test timed out on are still sleeping server-side
-    server.reset()
-    return server
+def srv(judge_server):
+    return fresh_judge(judge_server, retry_after=0.0)
 
 
 def client(srv, **kwargs) -> JudgeClient:

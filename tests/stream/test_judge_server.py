@@ -12,31 +12,15 @@ import httpx
 import orjson
 import pytest
 
-from stream.judge_server import FakeJudge, JudgeServer, JudgeServerConfig
+from stream.judge_server import FakeJudge, JudgeServerConfig
+from tests.helpers import fresh_judge
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def server():
-    with JudgeServer() as srv:
-        yield srv
-
-
 @pytest.fixture
-def srv(server):
-    server.configure(
-        latency=0.0,
-        jitter=0.0,
-        rate_429=0.0,
-        retry_after=1.0,
-        rate_500=0.0,
-        garbage_rate=0.0,
-        fail_fraction=0.0,
-        seed=0,
-    )
-    server.reset()
-    return server
+def srv(judge_server):
+    return fresh_judge(judge_server)
 
 
 _HTTP: dict[str, httpx.Client] = {}
