@@ -32,7 +32,6 @@ from sinks._keys import unescape
 __all__ = [
     "FEEDBACK_LUA",
     "JOIN_FUNCTIONS_LUA",
-    "RECORD_JOIN_LUA",
     "SEP",
     "FeedbackRecord",
     "JoinCounts",
@@ -81,19 +80,6 @@ local function join_new_verdicts(tid, e, scorer, version, verdicts, first_exp)
     end
   end
 end
-"""
-
-# Inside the record script, for a fresh pair: t, e, scorer, p (the pair entry) are in scope.
-RECORD_JOIN_LUA = r"""
-    local verdicts = {}
-    for i = 8, #p, 3 do
-      local code = p[i + 2]
-      if code == 'pass' or code == 'fail' then
-        redis.call('HSET', t, 'o:' .. p[i], scorer .. US .. p[4] .. US .. code)
-        verdicts[#verdicts + 1] = {p[i], code}
-      end
-    end
-    join_new_verdicts(p[1], e, scorer, p[4], verdicts, first_exp)
 """
 
 # ARGV[1]: JSON array of events [trace_id, name, user, thumb or '', json, event_id, kind].

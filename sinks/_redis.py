@@ -54,7 +54,7 @@ from redis.backoff import ExponentialBackoff
 
 from scorers import Assessment
 from sinks._exceptions import SinkDataError, SinkError, SinkUnavailableError
-from sinks._join import FEEDBACK_LUA, JOIN_FUNCTIONS_LUA, RECORD_JOIN_LUA, SEP, FeedbackRecord, JoinCounts, parse_counts
+from sinks._join import FEEDBACK_LUA, JOIN_FUNCTIONS_LUA, SEP, FeedbackRecord, JoinCounts, parse_counts
 from sinks._keys import RedisKeys, escape, minute_of, pair_state, summable, unescape
 
 __all__ = ["Aggregate", "RedisSink", "WriteResult"]
@@ -75,57 +75,64 @@ local token = ARGV[1]
 local pairs_ = cjson.decode(ARGV[2])
 local out = {}
 local firsterr = ''
+-- Counts of the whole chunk are summed here first and written once per key at the end:
+-- a chunk of 500 pairs touches a handful of aggregate and coverage keys, so this turns
+-- thousands of HINCRBY calls into a few dozen.
+local aggs, covs, covms = {}, {}, {}
+local function bump(tbl, key, field, n)
+  local h = tbl[key]
+  if not h then h = {}; tbl[key] = h end
+  h[field] = (h[field] or 0) + n
+end
 local function record(k, p)
   local t = P .. 't:' .. p[1]
-  local e, scorer, minute = p[2], p[3], p[7]
-  local guard = 'done:' .. scorer .. ':' .. p[4]
+  local e, scorer, minute, version = p[2], p[3], p[7], p[4]
+  local guard = 'done:' .. scorer .. ':' .. version
   local fresh = redis.call('HSETNX', t, guard, token) == 1
-  if not fresh and redis.call('HGET', t, guard) == token then
-    out[k] = '1'
-  elseif not fresh then
-    out[k] = '0'
-  else
-    out[k] = '1'
-    local first_exp = redis.call('HSETNX', t, 'exp', e) == 1
-    local fields = {}
-    for i = 8, #p, 3 do
-      local name, code = p[i], p[i + 2]
-      fields[#fields + 1] = 'a:' .. name
-      fields[#fields + 1] = p[i + 1]
-      if code ~= '-' then
-        local agg = P .. 'agg:' .. e .. ':' .. name .. ':' .. minute
-        -- The first count of a minute sets its TTL and indexes the name; later ones need not.
-        if redis.call('HINCRBY', agg, 'count', 1) == 1 then
-          redis.call('PEXPIRE', agg, __AGGREGATE_TTL__)
-          redis.call('SADD', P .. 'names:' .. e, name)
-        end
-        if code == 'pass' then
-          redis.call('HINCRBY', agg, 'pass', 1)
-          redis.call('HINCRBYFLOAT', agg, 'sum', 1)
-        elseif code == 'fail' or code == 'error' then
-          redis.call('HINCRBY', agg, code, 1)
-        elseif code ~= '' then
-          redis.call('HINCRBY', agg, 'value', 1)
-          redis.call('HINCRBYFLOAT', agg, 'sum', code)
-        end
+  if not fresh then
+    out[k] = (redis.call('HGET', t, guard) == token) and '1' or '0'
+    return
+  end
+  out[k] = '1'
+  local first_exp = redis.call('HSETNX', t, 'exp', e) == 1
+  local fields, verdicts = {}, {}
+  for i = 8, #p, 3 do
+    local name, code = p[i], p[i + 2]
+    fields[#fields + 1] = 'a:' .. name
+    fields[#fields + 1] = p[i + 1]
+    if code == 'pass' or code == 'fail' then
+      fields[#fields + 1] = 'o:' .. name
+      fields[#fields + 1] = scorer .. US .. version .. US .. code
+      verdicts[#verdicts + 1] = {name, code}
+    end
+  end
+  redis.call('HSET', t, unpack(fields))
+  redis.call('PEXPIRE', t, __TRACE_TTL__)
+  join_new_verdicts(p[1], e, scorer, version, verdicts, first_exp)
+  -- Only counting is left, in Lua tables: nothing below can fail halfway.
+  for i = 8, #p, 3 do
+    local name, code = p[i], p[i + 2]
+    if code ~= '-' then
+      local agg = e .. ':' .. name .. ':' .. minute
+      bump(aggs, agg, 'count', 1)
+      if code == 'pass' then
+        bump(aggs, agg, 'pass', 1)
+        bump(aggs, agg, 'sum', 1)
+      elseif code == 'fail' or code == 'error' then
+        bump(aggs, agg, code, 1)
+      elseif code ~= '' then
+        bump(aggs, agg, 'value', 1)
+        bump(aggs, agg, 'sum', tonumber(code))
       end
     end
-    redis.call('HSET', t, unpack(fields))
-    redis.call('PEXPIRE', t, __TRACE_TTL__)
-""" + RECORD_JOIN_LUA + """
-    local state, detail = p[5], p[6]
-    local cov = P .. 'cov:' .. e .. ':' .. scorer
-    local covm = P .. 'covm:' .. e .. ':' .. scorer .. ':' .. minute
-    -- cov never expires, nor do the index sets, so the first pair of a state is enough to index.
-    if redis.call('HINCRBY', cov, state, 1) == 1 then
-      redis.call('SADD', P .. 'experiments', e)
-      redis.call('SADD', P .. 'scorers:' .. e, scorer)
-    end
-    if redis.call('HINCRBY', covm, state, 1) == 1 then redis.call('PEXPIRE', covm, __AGGREGATE_TTL__) end
-    if detail ~= '' then
-      redis.call('HINCRBY', cov, detail, 1)
-      redis.call('HINCRBY', covm, detail, 1)
-    end
+  end
+  local state, detail = p[5], p[6]
+  local cov = e .. ':' .. scorer
+  bump(covs, cov, state, 1)
+  bump(covms, cov .. ':' .. minute, state, 1)
+  if detail ~= '' then
+    bump(covs, cov, detail, 1)
+    bump(covms, cov .. ':' .. minute, detail, 1)
   end
 end
 for k = 1, #pairs_ do
@@ -134,6 +141,43 @@ for k = 1, #pairs_ do
     out[k] = 'E'
     if firsterr == '' then firsterr = type(err) == 'table' and (err.err or 'error') or tostring(err) end
   end
+end
+for suffix, h in pairs(aggs) do
+  local key = P .. 'agg:' .. suffix
+  -- The first count of a minute sets its TTL and indexes the name; later ones need not.
+  if redis.call('HINCRBY', key, 'count', h.count) == h.count then
+    redis.call('PEXPIRE', key, __AGGREGATE_TTL__)
+    local e, name = string.match(suffix, '^(.-):(.*):[^:]*$')
+    redis.call('SADD', P .. 'names:' .. e, name)
+  end
+  for f, n in pairs(h) do
+    if f == 'sum' then
+      redis.call('HINCRBYFLOAT', key, 'sum', string.format('%.17g', n))
+    elseif f ~= 'count' then
+      redis.call('HINCRBY', key, f, n)
+    end
+  end
+end
+for suffix, h in pairs(covs) do
+  local key = P .. 'cov:' .. suffix
+  local new = false
+  for f, n in pairs(h) do
+    if redis.call('HINCRBY', key, f, n) == n and string.find(f, ':', 1, true) == nil then new = true end
+  end
+  -- cov never expires, nor do the index sets, so a first count is enough to index.
+  if new then
+    local e, scorer = string.match(suffix, '^(.-):(.*)$')
+    redis.call('SADD', P .. 'experiments', e)
+    redis.call('SADD', P .. 'scorers:' .. e, scorer)
+  end
+end
+for suffix, h in pairs(covms) do
+  local key = P .. 'covm:' .. suffix
+  local new = false
+  for f, n in pairs(h) do
+    if redis.call('HINCRBY', key, f, n) == n then new = true end
+  end
+  if new then redis.call('PEXPIRE', key, __AGGREGATE_TTL__) end
 end
 return {table.concat(out), firsterr, table.concat(agreements, RS), table.concat(votes_counted, RS)}
 """
