@@ -264,6 +264,20 @@ def demo(
     raise typer.Exit(asyncio.run(run_demo(DemoOptions(traces=traces, duration_s=duration), out)))
 
 
+@app.command(add_help_option=False, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmarks of bench/ (a repository checkout is needed): `tracewatch bench --help`."""
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / "bench" / "__main__.py").exists():
+        console.print("[red]bench/ not found:[/] run from a checkout of the tracewatch repository")
+        raise typer.Exit(2)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "bench", *ctx.args], cwd=repo, env=env))
+
+
 def _register_optional_commands() -> None:
     """Commands from modules written separately; each registers itself here by name."""
     from stream._cmd_evaluate import evaluate_command
