@@ -25,6 +25,7 @@ from stream._kafka import AIOKafkaProducer, KafkaError
 __all__ = ["Outbox"]
 
 log = logging.getLogger("tracewatch.worker")
+_NO_HEADERS: list[tuple[str, bytes]] = []  # shared, never mutated (aiokafka wants a list)
 
 
 class Outbox:
@@ -42,8 +43,7 @@ class Outbox:
     ) -> None:
         self._producer = producer
         self._topics = topics
-        self._redis = redis
-        self.redis = redis
+        self.redis = redis  # also read by the worker for expectation re-runs
         self._metrics = metrics
         self._publish = publish_assessments
         self._max_retry_interval = max_retry_interval
@@ -63,8 +63,8 @@ class Outbox:
         pairs: list[list[Assessment]] = []
         events: list[FeedbackRecord] = []
         raws: list[tuple[str, bytes]] = []
-        dead: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        dead: list[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]] = []
+        by_partition: dict[int, list[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]]] = {}
         for e in entries:
             d = e.dead
             if d is not None:
@@ -88,7 +88,7 @@ class Outbox:
                         rows = by_partition[e.partition] = []
                     for pair in e.pairs:
                         for a in pair:
-                            rows.append((a.trace_id.encode(), a.to_json()))
+                            rows.append((a.trace_id.encode(), a.to_json(), _NO_HEADERS))
         try:
             futures: list[asyncio.Future[Any]] = []
             if dead:
@@ -96,9 +96,7 @@ class Outbox:
             if by_partition:
                 n = await self._assessment_partitions()
                 for part, rows in by_partition.items():
-                    futures += await self._send_batches(
-                        self._topics.assessments, part % n, [(k, v, []) for k, v in rows]
-                    )
+                    futures += await self._send_batches(self._topics.assessments, part % n, rows)
             if futures:
                 await asyncio.gather(*futures)
         except KafkaError as exc:
@@ -119,7 +117,7 @@ class Outbox:
             m.agreement(exp, scorer, judge, user)
 
     async def _send_batches(
-        self, topic: str, partition: int, rows: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]
+        self, topic: str, partition: int, rows: list[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]]
     ) -> list[asyncio.Future[Any]]:
         """Append rows to producer batches directly: ~10x cheaper than one `send` per record."""
         futures: list[asyncio.Future[Any]] = []
@@ -151,8 +149,8 @@ class Outbox:
         while True:
             try:
                 if raws:
-                    await self._redis.store_raw(raws)
-                return await self._redis.write_all(pairs, events, token=token)
+                    await self.redis.store_raw(raws)
+                return await self.redis.write_all(pairs, events, token=token)
             except SinkUnavailableError as exc:
                 if self.stopping is not None and self.stopping.is_set():
                     raise
