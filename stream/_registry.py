@@ -395,10 +395,7 @@ class Registry:
         self._scorers = {k: v for k, v in self._scorers.items() if k in used_scorers}
         self._budgets = {k: v for k, v in self._budgets.items() if k in used_budgets}
         self.snapshot_errors = tuple(issues)
-        # Built directly rather than with `ScorerSet.of`: names are unique per experiment, and
-        # two experiments may each have a scorer of the same name.
-        ordered = tuple(sorted(active, key=lambda a: -a.sample_rate))
-        return ScorerSet(ordered, generation, frozenset(a.name for a in ordered))
+        return ScorerSet.of(active, generation)  # names are unique per experiment, as `of` checks
 
     def _active(
         self, record: ScorerRecord, used_scorers: set[tuple[str, str, bytes]], used_budgets: set[tuple[str, str]]
