@@ -310,6 +310,21 @@ def _text(x: bytes | str) -> str:
     return x.decode() if isinstance(x, bytes) else x
 
 
+def client_from_url(url: str, *, socket_timeout: float = 5.0, connect_timeout: float = 2.0) -> aioredis.Redis:
+    """The one way tracewatch opens Redis: timeouts, and two quick retries over a stale connection.
+
+    Raises:
+        ValueError: The URL is malformed.
+    """
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        health_check_interval=30,
+    )
+
+
 @dataclass(slots=True)
 class WriteResult:
     """What one `write_all` recorded: new pairs, new feedback events, and the join's moves."""
@@ -375,13 +390,7 @@ class RedisSink:
         Raises:
             ValueError: The URL is malformed.
         """
-        client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-            health_check_interval=30,
-        )
+        client = client_from_url(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
         sink = cls(client, prefix=prefix, trace_ttl=trace_ttl, aggregate_ttl=aggregate_ttl)
         sink._owns_client = True
         return sink

@@ -34,11 +34,9 @@ import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from sinks._exceptions import SinkDataError
-from sinks._redis import _converted
+from sinks._redis import _converted, client_from_url
 
 __all__ = ["RegistryChanges", "RegistryStore", "StoredRecord"]
 
@@ -88,12 +86,7 @@ class RegistryStore:
         Raises:
             ValueError: the URL is malformed.
         """
-        client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-        )
+        client = client_from_url(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
         store = cls(client, prefix=prefix)
         store._owns_client = True
         return store

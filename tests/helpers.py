@@ -69,3 +69,21 @@ def fresh_judge(server: Any, **overrides: Any) -> Any:
         time.sleep(0.01)
     server.reset()
     return server
+
+
+def load_generator():  # type: ignore[no-untyped-def]
+    """deploy/traffic/generate.py as a module (it is a script, not part of a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "tracewatch_traffic_generate"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[1] / "deploy" / "traffic" / "generate.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module

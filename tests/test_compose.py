@@ -22,17 +22,16 @@ environment of the machine running the tests is ignored, so the shipped defaults
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path, PurePosixPath
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.helpers import load_generator
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -41,7 +40,6 @@ DOCKERIGNORE = REPO / ".dockerignore"
 PROM_COMPOSE = REPO / "deploy" / "prometheus" / "prometheus.compose.yml"
 PROM_LOCAL = REPO / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA = REPO / "deploy" / "grafana"
-GENERATOR = REPO / "deploy" / "traffic" / "generate.py"
 
 PROMTOOL = shutil.which("promtool")
 TRACEWATCH_IMAGE = "tracewatch:local"
@@ -163,16 +161,6 @@ def host_path(service: dict[str, Any], container_path: str) -> Path | None:
     return None if best is None else best[1]
 
 
-def load_generator() -> ModuleType:
-    name = "tracewatch_traffic_generate"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
 # ------------------------------------------------------------------------- docker-compose

@@ -33,14 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -48,14 +45,13 @@ import pytest
 
 from stream import Settings, TracePublisher
 from stream._kafka import create_topics
-from tests.helpers import free_port
+from tests.helpers import free_port, load_generator
 from tests.integration.test_worker import running_worker
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "rules"
-GENERATOR = REPO / "deploy" / "traffic" / "generate.py"
 PROMETHEUS = shutil.which("prometheus")
 
 ALERT = "ScorerPassRateRegression"
@@ -108,17 +104,6 @@ def compress_rules(src: Path, dest: Path) -> Path:
     return dest
 
 
-def load_generator() -> ModuleType:
-    """deploy/traffic/generate.py as a module (it is a script, not part of a package)."""
-    name = "tracewatch_traffic_generate"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
 def api_server(settings: Settings) -> Any | None:
