@@ -78,6 +78,8 @@ from scorers._judges import (
     aclose_default_judge_client,
     default_judge_client,
 )
+from scorers._limits import MAX_DURATION_MS, MAX_ID_CHARS, MAX_NAME_CHARS, MAX_TIME_MS, MAX_TIME_NS
+from scorers._reference import ScorerReference, ScorerReferenceError, module_allowed, parse_reference
 from scorers._resolve import builtin_names, resolve_scorer
 from scorers._scorer import (
     AGGREGATIONS,
@@ -98,6 +100,11 @@ __all__ = [
     "DEFAULT_JUDGE_BASE_URL",
     "DEFAULT_JUDGE_MODEL",
     "DEFAULT_MAX_TRACE_BYTES",
+    "MAX_DURATION_MS",
+    "MAX_ID_CHARS",
+    "MAX_NAME_CHARS",
+    "MAX_TIME_MS",
+    "MAX_TIME_NS",
     "SCORER_PARAMS",
     "SUPPORTED_PROVIDERS",
     "TEMPLATE_VARIABLES",
@@ -134,6 +141,8 @@ __all__ = [
     "Scorer",
     "ScorerDefinitionError",
     "ScorerError",
+    "ScorerReference",
+    "ScorerReferenceError",
     "ScorerSummary",
     "Span",
     "SpanEvent",
@@ -161,6 +170,7 @@ __all__ = [
     "judge_from_spec",
     "latency_under",
     "make_judge",
+    "module_allowed",
     "no_error",
     "numeric_value",
     "outcome_of",
@@ -168,6 +178,7 @@ __all__ = [
     "output_text",
     "output_word_count",
     "parse_model",
+    "parse_reference",
     "parse_retry_after",
     "parse_verdict",
     "pii_leak",

@@ -197,7 +197,9 @@ class Assessment:
             "source": self.source.to_dict(),
             "duration_s": self.duration_s,
             "created_ms": self.created_ms,
-            "metadata": dict(self.metadata) if self.metadata else None,
+            # A Mapping as given; anything else only comes from reading back a record whose
+            # metadata was unwritable (stored as its repr), and is kept as it is.
+            "metadata": (dict(self.metadata) if isinstance(self.metadata, Mapping) else self.metadata) or None,
             "trace_end_ms": self.trace_end_ms,
             "run_id": self.run_id or None,
         }
@@ -206,6 +208,9 @@ class Assessment:
         """The wire and storage form, computed once (the worker sends it to Kafka and Redis).
 
         Values JSON cannot hold (huge integers, odd nesting) are kept as their `repr`.
+        Never raises: an assessment that cannot be written would fail the worker's flush on
+        every restart (a crash loop on one message), so when `value` and `metadata` are not
+        the only culprits, every field is made writable (`_writable`) as a last resort.
         """
         data = self._json
         if data is None:
@@ -213,10 +218,14 @@ class Assessment:
             try:
                 data = orjson.dumps(d, default=str, option=orjson.OPT_NON_STR_KEYS)
             except (orjson.JSONEncodeError, TypeError):
-                d["value"] = repr(self.value)
-                if self.metadata is not None:
-                    d["metadata"] = repr(dict(self.metadata))
-                data = orjson.dumps(d, default=str, option=orjson.OPT_NON_STR_KEYS)
+                # Only the culprits change, so a stored record read back and written again is
+                # byte-identical: `value` and `metadata` whole, as their repr; any other field
+                # (a 65-bit `trace_end_ms`, a lone surrogate in an id) made writable in place.
+                for key in ("value", "metadata"):
+                    if not _dumps_ok(d[key]):
+                        d[key] = _safe_repr(d[key])
+                safe = {k: v if k in ("value", "metadata") else _writable(v) for k, v in d.items()}
+                data = orjson.dumps(safe, default=str, option=orjson.OPT_NON_STR_KEYS)
             self._json = data
         return data
 
@@ -246,6 +255,57 @@ class Assessment:
             trace_end_ms=d.get("trace_end_ms"),
             run_id=d.get("run_id") or "",
         )
+
+
+_MAX_DEPTH = 64  # well under orjson's recursion limit (254)
+
+
+def _dumps_ok(value: Any) -> bool:
+    """Whether `to_json`'s first attempt could write `value` as it is."""
+    try:
+        orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return False
+    return True
+
+
+def _safe_repr(value: Any) -> str:
+    """`repr(value)` as text JSON can hold; never raises (a 5,000-digit int has no repr)."""
+    try:
+        text = repr(value)
+    except Exception:  # repr of arbitrary scorer output: any error means "no repr", never a crash
+        text = f"<unrepresentable {type(value).__name__}>"
+    return _utf8_text(text)
+
+
+def _utf8_text(text: str) -> str:
+    """`text`, with lone surrogates (which UTF-8 and so JSON cannot hold) escaped."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _writable(value: Any, depth: int = 0) -> Any:
+    """A copy of a JSON-like tree that orjson can always write: the last-resort form.
+
+    Integers outside 64 bits and objects JSON has no form for become their `repr`, strings
+    lose lone surrogates, keys become strings, and nesting deeper than `_MAX_DEPTH` is cut.
+    """
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else _safe_repr(value)
+    if isinstance(value, str):
+        return _utf8_text(value)
+    if depth >= _MAX_DEPTH:
+        return _safe_repr(value)
+    if isinstance(value, Mapping):
+        return {
+            (_utf8_text(k) if isinstance(k, str) else _safe_repr(k)): _writable(v, depth + 1) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_writable(v, depth + 1) for v in value]
+    return _safe_repr(value)
 
 
 _CODE_SOURCE_CACHE: dict[str, AssessmentSource] = {}

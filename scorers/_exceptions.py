@@ -9,7 +9,9 @@
         └── JudgeResponseError  the judge answered something we cannot parse
 
 `DecodeError.reason` is a short, bounded code (`not_json`, `too_large`, ...) used as a
-metric label and as the `tw-reason` header of dead-lettered messages.
+metric label and as the `tw-reason` header of dead-lettered messages. `bad_id` is an id or
+name that is not a string of bounded length (it would become a Redis key or a metric label,
+see `scorers._limits`); `bad_value` is a time or duration that is not an integer in range.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class DecodeError(ScorerError):
             "missing_trace_id",
             "bad_trace_id",
             "bad_spans",
+            "bad_id",
+            "bad_value",
             "too_large",
             "bad_compression",
         }

@@ -30,6 +30,7 @@ from scorers._assessment import (
     State,
 )
 from scorers._exceptions import JudgeError, ScorerDefinitionError
+from scorers._limits import MAX_NAME_CHARS
 from scorers._trace import Trace
 
 __all__ = [
@@ -148,6 +149,8 @@ class Scorer:
         self.name: str = name if name is not None else _fn_name(fn)
         if not self.name or not isinstance(self.name, str):
             raise ScorerDefinitionError("a scorer needs a non-empty string name")
+        if len(self.name) > MAX_NAME_CHARS:  # it becomes a Redis key part and a metric label
+            raise ScorerDefinitionError(f"scorer name is {len(self.name)} characters, the limit is {MAX_NAME_CHARS}")
         if timeout is not None and not timeout > 0:
             raise ScorerDefinitionError(f"scorer {self.name!r}: timeout must be > 0 seconds, got {timeout!r}")
         aggs = tuple(aggregations) if aggregations is not None else ()
@@ -290,6 +293,8 @@ class Scorer:
         if isinstance(value, Feedback):
             if value.name is None:
                 value.name = self.name
+            elif value.name and not _good_name(value.name):  # "" falls back to the scorer name
+                return ScoreResult([self._bad_name(value.name, 0)], None, perf_counter() - start)
             if value.source is None:
                 value.source = self.source
             return ScoreResult([value], None, perf_counter() - start)
@@ -320,10 +325,22 @@ class Scorer:
                     f"so they can be told apart, but item {i} has none",
                 )
                 return [self._feedback_error(error)]
+            if not _good_name(item.name):
+                return [self._bad_name(item.name, i)]
         for item in items:
             if item.source is None:
                 item.source = self.source
         return items
+
+    def _bad_name(self, name: object, index: int) -> Feedback:
+        """The error feedback for a returned name that cannot be a key part or a label."""
+        what = f"{len(name)} characters" if isinstance(name, str) else f"a {type(name).__name__}"
+        error = AssessmentError(
+            "SCORER_BAD_RETURN",
+            f"scorer {self.name!r}: feedback {index} has a name of {what}; "
+            f"names must be strings of at most {MAX_NAME_CHARS} characters",
+        )
+        return self._feedback_error(error)
 
     def _error_feedback(self, exc: BaseException) -> Feedback:
         if isinstance(exc, JudgeError):
@@ -335,6 +352,11 @@ class Scorer:
 
     def _feedback_error(self, error: AssessmentError) -> Feedback:
         return Feedback(name=self.name, error=error, source=self.source)
+
+
+def _good_name(name: object) -> bool:
+    """Whether a returned feedback name can be stored: a string of at most `MAX_NAME_CHARS`."""
+    return isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS
 
 
 def _fn_name(fn: Callable[..., Any]) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from scorers._limits import MAX_DURATION_MS, MAX_TIME_MS
+
 __all__ = [
     "Document",
     "Span",
@@ -44,6 +46,24 @@ class SpanType:
     RERANKER = "RERANKER"
     MEMORY = "MEMORY"
     UNKNOWN = "UNKNOWN"
+
+
+def time_ms(value: object) -> int | None:
+    """Epoch milliseconds of a wire request time, or None when it cannot be read as one.
+
+    Accepts an integer, a string of ASCII digits (proto3 JSON writes int64 as a string) or an
+    RFC 3339 / ISO 8601 string. No range check here: callers decide what is in range.
+    """
+    if type(value) is int:
+        return value
+    if isinstance(value, str):
+        if value.isascii() and value.isdigit():
+            return int(value) if len(value) <= 20 else None
+        try:
+            return int(datetime.fromisoformat(value).timestamp() * 1000)
+        except (ValueError, OverflowError, OSError):  # unreadable, or past what datetime holds
+            return None
+    return None
 
 
 def _decode_attr(raw: Any) -> Any:
@@ -278,16 +298,33 @@ class TraceInfo:
 
     @property
     def timestamp_ms(self) -> int | None:
-        """Request time in epoch milliseconds (RFC 3339 string or int on the wire)."""
+        """Request time in epoch milliseconds (RFC 3339 string or int on the wire).
+
+        None when absent, unreadable or outside `0..MAX_TIME_MS`: the decoder refuses such
+        traces, and a `TraceInfo` built by hand must not smuggle one into a sink either.
+        """
         rt = self.request_time
         if rt is None:
             return None
-        if isinstance(rt, int):
-            return rt
-        try:
-            return int(datetime.fromisoformat(rt).timestamp() * 1000)
-        except ValueError:
+        ms = time_ms(rt)
+        return ms if ms is not None and 0 <= ms <= MAX_TIME_MS else None
+
+    @property
+    def end_ms(self) -> int | None:
+        """When the request ended (request time plus duration), in epoch milliseconds.
+
+        Never raises and never returns a number past `MAX_TIME_MS`: it is stored in every
+        assessment, so an overflowing value would make the assessment unwritable and, before
+        this bound, crash-looped the worker. A duration out of range counts as zero.
+        """
+        start = self.timestamp_ms
+        if start is None:
             return None
+        d = self.execution_duration_ms
+        if type(d) is not int or not 0 <= d <= MAX_DURATION_MS:
+            d = 0
+        end = start + d
+        return end if end <= MAX_TIME_MS else None
 
     @property
     def name(self) -> str | None:

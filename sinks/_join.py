@@ -3,11 +3,13 @@
 Either side may arrive first, and either may be redelivered, so the join lives in the Redis
 scripts, atomically, and counts each (verdict, vote) cell exactly once:
 
-- A vote is one per (trace, feedback name, user): `v:{trace}` maps `name US user` to its
-  thumb (`up`/`down`); a new vote replaces the old one. Each feedback event is applied once
+- A vote is one per (trace, feedback name, user): `v:{trace}` maps `{name} US {user}` to its
+  thumb (`up`/`down`); a new vote replaces the old one. The field `RS {name} US {user}` marks
+  the vote as counted: every part is `encode`d (`sinks._keys`), so a vote field never starts
+  with RS and no name or user id can pose as another's vote or mark. Each feedback event is applied once
   (`fe:{trace}` remembers event ids), so a redelivered event changes nothing.
 - A verdict is a pass/fail assessment; the record script also writes `o:{name}` =
-  `scorer US version US pass|fail` into the trace hash, a compact form the join can read.
+  `{scorer} US {version} US pass|fail` into the trace hash, a compact form the join can read.
 - `ag:{trace}` remembers, per (scorer, version, assessment name, vote), which cell was
   counted in `agr:{experiment}:{scorer}` (fields `pass:up`, `pass:down`, `fail:up`,
   `fail:down`). Counting is "move the count to the current cell": the same cell twice is a
@@ -17,7 +19,9 @@ scripts, atomically, and counts each (verdict, vote) cell exactly once:
   arrives before its trace was scored has no experiment yet; the record script counts it
   when it first sets the trace's experiment.
 
-The scripts report each count they moved, so Prometheus counters (`feedback_total`,
+Python hands the scripts every name already encoded, so Lua only concatenates parts and
+splits at separators that no part contains. The scripts report each count they moved (packed
+the same way; `parse_counts` decodes them), so Prometheus counters (`feedback_total`,
 `feedback_agreement_total`) are incremented for real changes only, never for replays.
 Prometheus counters cannot go down: after a changed vote the Redis cells hold the current
 truth while the Prometheus counters have counted both votes.
@@ -25,23 +29,27 @@ truth while the Prometheus counters have counted both votes.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
-from sinks._keys import unescape
+from sinks._keys import REC, unpack
 
 __all__ = [
     "FEEDBACK_LUA",
     "JOIN_FUNCTIONS_LUA",
-    "SEP",
     "FeedbackRecord",
     "JoinCounts",
     "parse_counts",
 ]
 
-SEP = "\x1f"  # separates parts of a field name (no name or user id may contain it)
-_REC = "\x1e"  # separates reported counts
+log = logging.getLogger("tracewatch.sinks")
 
-# Shared by both scripts; expects P (prefix) and the __TRACE_TTL__ placeholder.
+_JUDGES = frozenset(("pass", "fail"))
+_THUMBS = frozenset(("up", "down"))
+
+# Shared by both scripts; expects P (prefix) and the __TRACE_TTL__ placeholder. Every name,
+# user id, experiment, scorer and version here is encoded (no ':', US or RS inside), so joining
+# them with separators is unambiguous and a split at a separator never cuts inside a part.
 JOIN_FUNCTIONS_LUA = r"""
 local agreements, votes_counted = {}, {}
 local US, RS = '\31', '\30'
@@ -75,14 +83,17 @@ local function join_new_verdicts(tid, e, scorer, version, verdicts, first_exp)
   for j = 1, #votes, 2 do
     local vk, thumb = votes[j], votes[j + 1]
     if string.sub(vk, 1, 1) ~= RS then
-      if first_exp then count_vote(v, e, vk, string.match(vk, '^(.-)' .. US), thumb) end
+      -- a field this script did not write (older data) is skipped, not a script error
+      local fname = string.match(vk, '^(.-)' .. US)
+      if first_exp and fname then count_vote(v, e, vk, fname, thumb) end
       for _, vd in ipairs(verdicts) do agree(tid, e, scorer, version, vd[1], vd[2], vk, thumb) end
     end
   end
 end
 """
 
-# ARGV[1]: JSON array of events [trace_id, name, user, thumb or '', json, event_id, kind].
+# ARGV[1]: JSON array of events [trace_id, name, user, thumb or '', json, event_id, kind], with
+# name, user and thumb encoded (`sinks._keys.encode`).
 FEEDBACK_LUA = r"""
 local P = __PREFIX__
 """ + JOIN_FUNCTIONS_LUA + r"""
@@ -115,7 +126,7 @@ for k = 1, #evs do
             local f = all[j]
             if string.sub(f, 1, 2) == 'o:' then
               local s, ver, code = string.match(all[j + 1], '^(.-)' .. US .. '(.-)' .. US .. '(.*)$')
-              agree(tid, e, s, ver, string.sub(f, 3), code, vk, thumb)
+              if s then agree(tid, e, s, ver, string.sub(f, 3), code, vk, thumb) end
             end
           end
         end
@@ -133,7 +144,8 @@ class FeedbackRecord:
     """One feedback or expectation event as the sink stores it.
 
     `thumb` is `up`/`down` for boolean feedback (joined with verdicts), `''` otherwise;
-    `payload` is the event's JSON as shown by `get_trace`.
+    `payload` is the event's JSON as shown by `get_trace`. Names and user ids may hold any
+    characters, separators included: the sink encodes them.
     """
 
     trace_id: str
@@ -147,19 +159,41 @@ class FeedbackRecord:
 
 @dataclass(slots=True)
 class JoinCounts:
-    """Counts the scripts moved: `(experiment, scorer, judge, user)` and `(experiment, name, thumb)`."""
+    """Counts the scripts moved: `(experiment, scorer, judge, user)` and `(experiment, name, thumb)`.
+
+    `malformed` counts reported items that did not parse (logged, left out), so a bad item
+    costs its own Prometheus increment, never the worker or the rest of the batch.
+    """
 
     agreements: list[tuple[str, str, str, str]] = field(default_factory=list)
     votes: list[tuple[str, str, str]] = field(default_factory=list)
+    malformed: int = 0
 
 
 def parse_counts(counts: JoinCounts, agreements: str, votes: str) -> None:
-    """Add the script's reported moves to `counts` (experiments unescaped)."""
+    """Add the script's reported moves to `counts`, names decoded.
+
+    Never raises: the reply comes from Redis, and a worker that crashed on it would crash
+    again on every replay (the counts are moved already, so the replay reports nothing and
+    the increments would be lost anyway). An item without the expected parts or values is
+    logged and counted in `counts.malformed` instead.
+    """
     if agreements:
-        for item in agreements.split(_REC):
-            e, s, judge, user = item.split(SEP)
-            counts.agreements.append((unescape(e), s, judge, user))
+        for item in agreements.split(REC):
+            a = unpack(item, 4)
+            if a is None or a[2] not in _JUDGES or a[3] not in _THUMBS:
+                _malformed(counts, "agreement", item)
+            else:
+                counts.agreements.append((a[0], a[1], a[2], a[3]))
     if votes:
-        for item in votes.split(_REC):
-            e, name, thumb = item.split(SEP)
-            counts.votes.append((unescape(e), name, thumb))
+        for item in votes.split(REC):
+            v = unpack(item, 3)
+            if v is None or v[2] not in _THUMBS:
+                _malformed(counts, "vote", item)
+            else:
+                counts.votes.append((v[0], v[1], v[2]))
+
+
+def _malformed(counts: JoinCounts, kind: str, item: str) -> None:
+    counts.malformed += 1
+    log.warning("feedback join reported a malformed %s count %r; not counted in Prometheus", kind, item[:200])

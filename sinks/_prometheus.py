@@ -202,6 +202,9 @@ class Metrics:
         )
         self._in_flight = gauge("worker_in_flight", "Pairs being scored right now.")
         self._redis_retries = counter("redis_retries", "Redis batch writes retried after an outage.")
+        self._join_malformed = counter(
+            "join_malformed", "Feedback join counts reported by Redis that did not parse (logged, not counted)."
+        )
 
         self._pair_cache: dict[tuple[str, str], _PairChildren] = {}
         self._name_cache: dict[tuple[str, str], _NameChildren] = {}
@@ -362,6 +365,10 @@ class Metrics:
     def redis_retry(self) -> None:
         """Count one retried Redis batch write."""
         self._redis_retries.inc()
+
+    def join_malformed(self, n: int = 1) -> None:
+        """Count join counts that did not parse: an alert, since the encoding should rule them out."""
+        self._join_malformed.inc(n)
 
 
 class MetricsServer(NamedTuple):

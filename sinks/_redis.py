@@ -54,15 +54,17 @@ from redis.backoff import ExponentialBackoff
 
 from scorers import Assessment
 from sinks._exceptions import SinkDataError, SinkError, SinkUnavailableError
-from sinks._join import FEEDBACK_LUA, JOIN_FUNCTIONS_LUA, SEP, FeedbackRecord, JoinCounts, parse_counts
-from sinks._keys import RedisKeys, escape, minute_of, pair_state, summable, unescape
+from sinks._join import FEEDBACK_LUA, JOIN_FUNCTIONS_LUA, FeedbackRecord, JoinCounts, parse_counts
+from sinks._keys import SEP, RedisKeys, decode, encode, minute_of, pair_state, summable
 
 __all__ = ["Aggregate", "RedisSink", "WriteResult"]
 
 # The prefix and TTLs are baked into the script text (one script per sink configuration). One
 # call records a whole chunk of pairs: ARGV[1] is the write token, ARGV[2] a JSON array with one
-# entry per pair: [trace_id, experiment (escaped), scorer, version, state, detail, minute,
-# name, JSON, code, name, JSON, code, ...] (three per assessment). `detail` is
+# entry per pair: [trace_id, experiment, scorer, version, state, detail, minute, name, JSON,
+# code, name, JSON, code, ...] (three per assessment); experiment, scorer, version and names
+# come encoded (`sinks._keys.encode`), so the script never has to parse a key it built: it
+# keeps the parts next to each key instead. `detail` is
 # `skipped:{reason}` / `error:{code}` / ''. The code is `-` (skipped: not aggregated), `pass`,
 # `fail`, `error`, a number to add as a value, or '' (counted only). Packing a chunk into one
 # argument keeps the client's per-argument encoding cost off the hot path. Returns one
@@ -79,6 +81,7 @@ local firsterr = ''
 -- a chunk of 500 pairs touches a handful of aggregate and coverage keys, so this turns
 -- thousands of HINCRBY calls into a few dozen.
 local aggs, covs, covms = {}, {}, {}
+local agg_parts, cov_parts = {}, {}
 local function bump(tbl, key, field, n)
   local h = tbl[key]
   if not h then h = {}; tbl[key] = h end
@@ -114,6 +117,7 @@ local function record(k, p)
     local name, code = p[i], p[i + 2]
     if code ~= '-' then
       local agg = e .. ':' .. name .. ':' .. minute
+      if not agg_parts[agg] then agg_parts[agg] = {e, name} end
       bump(aggs, agg, 'count', 1)
       if code == 'pass' then
         bump(aggs, agg, 'pass', 1)
@@ -128,6 +132,7 @@ local function record(k, p)
   end
   local state, detail = p[5], p[6]
   local cov = e .. ':' .. scorer
+  if not cov_parts[cov] then cov_parts[cov] = {e, scorer} end
   bump(covs, cov, state, 1)
   bump(covms, cov .. ':' .. minute, state, 1)
   if detail ~= '' then
@@ -147,8 +152,8 @@ for suffix, h in pairs(aggs) do
   -- The first count of a minute sets its TTL and indexes the name; later ones need not.
   if redis.call('HINCRBY', key, 'count', h.count) == h.count then
     redis.call('PEXPIRE', key, __AGGREGATE_TTL__)
-    local e, name = string.match(suffix, '^(.-):(.*):[^:]*$')
-    redis.call('SADD', P .. 'names:' .. e, name)
+    local parts = agg_parts[suffix]
+    redis.call('SADD', P .. 'names:' .. parts[1], parts[2])
   end
   for f, n in pairs(h) do
     if f == 'sum' then
@@ -166,9 +171,9 @@ for suffix, h in pairs(covs) do
   end
   -- cov never expires, nor do the index sets, so a first count is enough to index.
   if new then
-    local e, scorer = string.match(suffix, '^(.-):(.*)$')
-    redis.call('SADD', P .. 'experiments', e)
-    redis.call('SADD', P .. 'scorers:' .. e, scorer)
+    local parts = cov_parts[suffix]
+    redis.call('SADD', P .. 'experiments', parts[1])
+    redis.call('SADD', P .. 'scorers:' .. parts[1], parts[2])
   end
 end
 for suffix, h in pairs(covms) do
@@ -181,6 +186,7 @@ for suffix, h in pairs(covms) do
 end
 return {table.concat(out), firsterr, table.concat(agreements, RS), table.concat(votes_counted, RS)}
 """
+_THUMBS = frozenset(("up", "down", ""))  # need no encoding
 _CHUNK = 500  # pairs per script call: bounds how long one call holds Redis (~5 ms)
 _LUA_PLAIN = frozenset(string.ascii_letters + string.digits + ":_.-")
 
@@ -441,6 +447,9 @@ class RedisSink:
         tok = token or os.urandom(8).hex()
         entries: list[tuple[int, list[Any]]] = []
         seen: set[tuple[str, str, int, str]] = set()
+        # A batch repeats a few experiments and scorers, and a name is usually its scorer's:
+        # remembering the last encoding saves most `encode` calls on the hot path.
+        last_exp, e_exp = "", ""
         for i, pair in enumerate(pairs):
             if not pair:
                 raise SinkDataError("empty pair", sink="redis", operation="write", index=i)
@@ -452,11 +461,14 @@ class RedisSink:
                 continue
             seen.add(ident)
             state, detail = pair_state(pair)
+            if exp != last_exp:
+                last_exp, e_exp = exp, encode(exp)
+            e_scorer = encode(scorer)
             entry: list[Any] = [
                 trace_id,
-                escape(exp),
-                scorer,
-                f"{version}~{run}" if run else str(version),
+                e_exp,
+                e_scorer,
+                encode(f"{version}~{run}") if run else str(version),
                 state,
                 "" if detail is None else f"{state}:{detail}",
                 str(minute_of(a0)),
@@ -482,15 +494,19 @@ class RedisSink:
                     if code == "value":
                         x = summable(a)
                         code = "" if x is None else repr(x)
-                entry += (a.name, _payload(a), code)
+                name = a.name
+                entry += (e_scorer if name == scorer else encode(name), _payload(a), code)
             entries.append((i, entry))
         calls: list[tuple[bool, list[tuple[int, Any]]]] = [
             (False, entries[k : k + _CHUNK]) for k in range(0, len(entries), _CHUNK)
         ]
-        rows = [
-            (i, [ev.trace_id, ev.name, ev.user, ev.thumb, ev.payload.decode(), ev.event_id, ev.kind])
-            for i, ev in enumerate(events)
-        ]
+        rows: list[tuple[int, Any]] = []
+        last_name, e_name = "", ""
+        for i, ev in enumerate(events):
+            if ev.name != last_name:
+                last_name, e_name = ev.name, encode(ev.name)
+            thumb = ev.thumb if ev.thumb in _THUMBS else encode(ev.thumb)
+            rows.append((i, [ev.trace_id, e_name, encode(ev.user), thumb, ev.payload.decode(), ev.event_id, ev.kind]))
         calls += [(True, rows[k : k + _CHUNK]) for k in range(0, len(rows), _CHUNK)]
         await self._run(tok, calls, result)
         return result
@@ -570,14 +586,14 @@ class RedisSink:
         for k, v in raw.items():
             key = _text(k)
             if key.startswith("a:"):
-                assessments[key[2:]] = orjson.loads(v)
+                assessments[decode(key[2:])] = orjson.loads(v)
             elif key.startswith("f:"):
                 name, _, user = key[2:].partition(SEP)
-                feedback.setdefault(name, {})[user] = orjson.loads(v)
+                feedback.setdefault(decode(name), {})[decode(user)] = orjson.loads(v)
             elif key.startswith("e:"):
-                expectations[key[2:]] = orjson.loads(v).get("value")
+                expectations[decode(key[2:])] = orjson.loads(v).get("value")
             elif key == "exp":
-                experiment = unescape(_text(v))
+                experiment = decode(_text(v))
         return {
             "trace_id": trace_id,
             "experiment_id": experiment,
@@ -664,19 +680,19 @@ class RedisSink:
     async def agreement(self, experiment: str, scorer: str) -> dict[str, int]:
         """Current judge-vs-user cells of a scorer: `pass:up`, `pass:down`, `fail:up`, `fail:down`."""
         with _converted("agreement"):
-            raw = await self._client.hgetall(f"{self.keys.prefix}agr:{escape(experiment)}:{scorer}")
+            raw = await self._client.hgetall(self.keys.agreement(experiment, scorer))
         return {_text(k): int(v) for k, v in raw.items()}
 
     async def votes(self, experiment: str, name: str) -> dict[str, int]:
         """Current votes of a boolean feedback name: `up` and `down` counts (one per user and trace)."""
         with _converted("votes"):
-            raw = await self._client.hgetall(f"{self.keys.prefix}fbc:{escape(experiment)}:{name}")
+            raw = await self._client.hgetall(self.keys.votes(experiment, name))
         return {_text(k): int(v) for k, v in raw.items()}
 
     async def trace_raw(self, trace_id: str) -> bytes | None:
         """The stored (compressed) wire form of a sampled trace, kept for re-scoring, or None."""
         with _converted("trace_raw"):
-            data = await self._client.get(f"{self.keys.prefix}raw:{trace_id}")
+            data = await self._client.get(self.keys.raw(trace_id))
         return None if data is None else (data.encode() if isinstance(data, str) else bytes(data))
 
     async def store_raw(self, items: Sequence[tuple[str, bytes]]) -> None:
@@ -685,7 +701,7 @@ class RedisSink:
             return
         pipe = self._client.pipeline(transaction=False)
         for trace_id, data in items:
-            pipe.set(f"{self.keys.prefix}raw:{trace_id}", data, px=self._trace_ttl_ms)
+            pipe.set(self.keys.raw(trace_id), data, px=self._trace_ttl_ms)
         with _converted("store_raw"):
             await pipe.execute()
 
@@ -693,19 +709,19 @@ class RedisSink:
         """The experiment ids that have results."""
         with _converted("experiments"):
             members = await self._client.smembers(self.keys.experiments)
-        return {unescape(_text(m)) for m in members}
+        return {decode(_text(m)) for m in members}
 
     async def scorers(self, experiment: str) -> set[str]:
         """The scorers that have coverage in an experiment (keys for `coverage`)."""
         with _converted("scorers"):
             members = await self._client.smembers(self.keys.scorers(experiment))
-        return {_text(m) for m in members}
+        return {decode(_text(m)) for m in members}
 
     async def names(self, experiment: str) -> set[str]:
         """The assessment names that have aggregates in an experiment (keys for `aggregates`)."""
         with _converted("names"):
             members = await self._client.smembers(self.keys.names(experiment))
-        return {_text(m) for m in members}
+        return {decode(_text(m)) for m in members}
 
     async def ping(self) -> None:
         """Check that Redis answers, for readiness probes.

@@ -4,7 +4,7 @@ This module only moves JSON between Python and Redis; what a record means, and w
 change is allowed, is decided by the caller (`stream`'s `Registry`). Layout, under a
 deployment prefix `P` (e.g. `tw:`):
 
-    P registry:<experiment>:<name>   string  one record, JSON
+    P registry:<experiment>:<name>   string  one record, JSON (both parts `_keys.encode`d)
     P registry:index                 set     members `["<experiment>","<name>"]` (JSON), one per record
     P registry:versions              hash    field `["<experiment>","<name>"]`: last version handed out
     P registry:generation            string  INCR'd by every change, never reset
@@ -36,6 +36,7 @@ from redis import exceptions as rexc
 from redis.asyncio.client import PubSub
 
 from sinks._exceptions import SinkDataError
+from sinks._keys import encode
 from sinks._redis import _converted, client_from_url
 
 __all__ = ["RegistryChanges", "RegistryStore", "StoredRecord"]
@@ -98,8 +99,8 @@ class RegistryStore:
                 await self._client.aclose()
 
     def record_key(self, experiment_id: str, name: str) -> str:
-        """The key of one record."""
-        return f"{self.prefix}registry:{experiment_id}:{name}"
+        """The key of one record; both parts encoded so `a:b`/`c` and `a`/`b:c` never share one."""
+        return f"{self.prefix}registry:{encode(experiment_id)}:{encode(name)}"
 
     @staticmethod
     def member(experiment_id: str, name: str) -> str:

@@ -10,7 +10,8 @@ A request passes, outermost first:
 2. CORS, when origins are configured, so browsers can read even the refusals;
 3. the rate limit, keyed by who the credentials say the client is (API key, token's trace
    and user, or IP), before any byte of the body is read;
-4. the body limit (413 before the body is read past the limit);
+4. the body limit (413 before the body is read past the limit) and deadline (408 when the
+   body takes over `api_body_timeout`; the headers' deadline is the server's, `stream._deadline`);
 5. FastAPI: authentication, then body validation (422 naming the field), then the handler.
 
 Nothing is half-written: a 202 means Kafka acknowledged the event; any failure to get that
@@ -34,7 +35,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.routing import Route
 
-from scorers import DecodeError
+from scorers import MAX_ID_CHARS, MAX_NAME_CHARS, DecodeError
 from sinks import Aggregate, RedisSink, SinkError, metrics_asgi_app
 from stream._api_auth import (
     ApiError,
@@ -346,7 +347,7 @@ def create_app(
         "/v1/feedback",
         status_code=202,
         response_model=Accepted,
-        responses=_errors(400, 401, 403, 413, 422, 429, 503),
+        responses=_errors(400, 401, 403, 408, 413, 422, 429, 503),
         tags=["feedback"],
     )
     async def post_feedback(
@@ -392,7 +393,7 @@ def create_app(
         "/v1/expectations",
         status_code=202,
         response_model=Accepted,
-        responses=_errors(400, 401, 403, 413, 422, 429, 503),
+        responses=_errors(400, 401, 403, 408, 413, 422, 429, 503),
         dependencies=[Depends(require_key)],
         tags=["feedback"],
     )
@@ -414,7 +415,7 @@ def create_app(
         "/v1/traces",
         status_code=202,
         response_model=TraceAccepted,
-        responses=_errors(400, 401, 403, 413, 422, 429, 503),
+        responses=_errors(400, 401, 403, 408, 413, 422, 429, 503),
         dependencies=[Depends(require_key)],
         openapi_extra=_TRACE_BODY,
         tags=["traces"],
@@ -437,11 +438,11 @@ def create_app(
     @app.get(
         "/v1/traces/{trace_id}",
         response_model=TraceResults,
-        responses=_errors(401, 403, 404, 422, 429, 503),
+        responses=_errors(400, 401, 403, 404, 422, 429, 503),
         dependencies=[Depends(require_key)],
         tags=["traces"],
     )
-    async def get_trace(trace_id: Annotated[str, Path(min_length=1, max_length=256)]) -> TraceResults:
+    async def get_trace(trace_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]) -> TraceResults:
         """The latest assessments and feedback of a trace, joined; 404 when unknown or expired."""
         with _store_errors("get_trace"):
             found = await services.store.get_trace(trace_id)
@@ -467,7 +468,7 @@ def create_app(
     @app.get(
         "/v1/scorers",
         response_model=ScorerList,
-        responses=_errors(401, 403, 429, 503),
+        responses=_errors(400, 401, 403, 429, 503),
         dependencies=[Depends(require_key)],
         tags=["scorers"],
     )
@@ -478,14 +479,14 @@ def create_app(
     @app.get(
         "/v1/scorers/{name}/summary",
         response_model=Summary,
-        responses=_errors(401, 403, 404, 422, 429, 503),
+        responses=_errors(400, 401, 403, 404, 422, 429, 503),
         dependencies=[Depends(require_key)],
         tags=["scorers"],
     )
     async def get_summary(
-        name: Annotated[str, Path(min_length=1, max_length=256)],
+        name: Annotated[str, Path(min_length=1, max_length=MAX_NAME_CHARS)],
         window: Annotated[str, Query(pattern=WINDOW_PATTERN, description="5m, 1h, 7d; at most 30d")] = "1h",
-        experiment: Annotated[str, Query(min_length=1, max_length=256)] = "0",
+        experiment: Annotated[str, Query(min_length=1, max_length=MAX_ID_CHARS)] = "0",
     ) -> Summary:
         """Counts, pass rate, mean and errors of one scorer over the last `window` (whole minutes)."""
         try:
@@ -516,7 +517,7 @@ def create_app(
     @app.post(
         "/v1/feedback-tokens",
         response_model=TokenResponse,
-        responses=_errors(400, 401, 403, 413, 422, 429, 501),
+        responses=_errors(400, 401, 403, 408, 413, 422, 429, 501),
         dependencies=[Depends(require_key)],
         tags=["feedback"],
     )
@@ -546,6 +547,7 @@ def create_app(
         BodyLimitMiddleware,
         default_limit=opts.max_body_bytes,
         limits={"/v1/traces": opts.max_trace_body_bytes or settings.max_trace_bytes},
+        body_timeout=settings.api_body_timeout,
     )
     app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(), classify=auth.classify)
     if opts.cors_origins:

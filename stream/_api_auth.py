@@ -92,6 +92,16 @@ def _missing() -> ApiError:
         "missing credentials: send `Authorization: Bearer <api key>` (or `X-Feedback-Token` on POST /v1/feedback)",
         headers={"WWW-Authenticate": "Bearer"},
     )
+
+
+def _duplicate(header: str) -> ApiError:
+    return ApiError(
+        400,
+        "duplicate_credentials",
+        f"more than one {header} header: send credentials exactly once",
+    )
+
+
 _TOKEN_STATUS: Final = {
     "malformed": 401,
     "bad_signature": 401,
@@ -132,16 +142,25 @@ class Auth:
         """Who the headers say the caller is.
 
         An `Authorization` header wins over `X-Feedback-Token` and must then be a valid key:
-        a wrong key is refused, never passed over for the token.
+        a wrong key is refused, never passed over for the token. Either header sent twice is
+        refused (400): which copy counts would otherwise be up to whoever reads the headers
+        (here the last, in a proxy or a framework perhaps the first), so an invalid-then-valid
+        pair must not pass.
         """
         auth = token = None
+        auths = tokens = 0
         for name, value in scope["headers"]:
             if name == b"authorization":
                 auth = value
+                auths += 1
             elif name == b"x-feedback-token":
                 token = value
+                tokens += 1
         client = scope.get("client")
         ip = f"ip:{client[0] if client else 'unknown'}"
+        if auths > 1 or tokens > 1:
+            header = "Authorization" if auths > 1 else "X-Feedback-Token"
+            return Principal(ip, refusal=_duplicate(header))
         if auth is not None:
             scheme, _, presented = auth.decode("latin-1").partition(" ")
             tag = self.key_id(presented.strip()) if scheme.lower() == "bearer" else None

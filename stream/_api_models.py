@@ -31,6 +31,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from starlette.responses import JSONResponse
 
+from scorers import MAX_ID_CHARS, MAX_NAME_CHARS
+
 __all__ = [
     "Accepted",
     "ApiOptions",
@@ -112,10 +114,17 @@ def _not_null(value: Any) -> Any:
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 _SCALAR_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "boolean"}, {"type": "number"}, {"type": "string"}]}
+# Ids and names become Redis keys and metric labels: bounded by the same limits as the
+# decoder's (`scorers._limits`), so the API never accepts what a worker would dead-letter.
 TraceId = Annotated[
-    str, StringConstraints(min_length=1, max_length=256, pattern=_PRINTABLE), AfterValidator(_json_safe)
+    str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=_PRINTABLE), AfterValidator(_json_safe)
 ]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_PRINTABLE), AfterValidator(_json_safe)]
+Id = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=_PRINTABLE), AfterValidator(_json_safe)
+]
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS, pattern=_PRINTABLE), AfterValidator(_json_safe)
+]
 Text = Annotated[str, StringConstraints(max_length=16 * 1024), AfterValidator(_json_safe)]
 Scalar = Annotated[Any, AfterValidator(_scalar), WithJsonSchema(_SCALAR_SCHEMA)]
 FeedbackValue = Annotated[
@@ -173,7 +182,7 @@ class FeedbackSource(BaseModel):
     model_config = _STRICT
 
     type: SourceType = Field("HUMAN", validation_alias=AliasChoices("type", "source_type"))
-    id: Name | None = Field(None, validation_alias=AliasChoices("id", "source_id"))
+    id: Id | None = Field(None, validation_alias=AliasChoices("id", "source_id"))
 
     @model_validator(mode="before")
     @classmethod
@@ -242,7 +251,7 @@ class TokenRequest(BaseModel):
     trace_id: TraceId
     names: Annotated[list[Name], Field(min_length=1, max_length=32)] = ["user_satisfaction"]
     values: Annotated[list[Scalar], Field(min_length=1, max_length=32)] | None = None
-    user_id: Name | None = None
+    user_id: Id | None = None
     ttl_s: Annotated[int, Field(strict=True, ge=1, le=MAX_TOKEN_TTL)] = 3600
 
 

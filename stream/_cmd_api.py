@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from stream._api import create_app
 from stream._api_models import ApiOptions
 from stream._config import Settings
+from stream._deadline import HeaderDeadlineProtocol
 from stream._exceptions import ConfigError
 from stream._serve import BackgroundServer
 
@@ -74,7 +75,8 @@ def api_command(
 
     Needs TRACEWATCH_API_KEYS; feedback tokens need TRACEWATCH_FEEDBACK_SECRETS.
 
-    Body and rate limits, CORS origins and the Kafka ack timeout: TRACEWATCH_API_*.
+    Body and rate limits, CORS origins, the Kafka ack timeout and the header and body
+    deadlines of slow clients: TRACEWATCH_API_*.
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -96,6 +98,14 @@ def api_command(
         "forwarded_allow_ips": forwarded_allow_ips,
         "proxy_headers": forwarded_allow_ips is not None,
         "ws": "none",
+        # Slow clients: the header deadline is the protocol's (uvicorn has none); the body's
+        # is the app's. With --workers each process reads TRACEWATCH_API_HEADER_TIMEOUT itself,
+        # as it builds its app from the environment.
+        "http": (
+            HeaderDeadlineProtocol.with_header_timeout(settings.api_header_timeout)
+            if workers == 1
+            else HeaderDeadlineProtocol
+        ),
     }
     typer.echo(f"tracewatch API on http://{bind_host}:{bind_port} ({workers} process(es))", err=True)
     if workers == 1:
@@ -115,10 +125,23 @@ class ApiServer(BackgroundServer):
         ...     httpx.post(f"{srv.base_url}/v1/feedback", ...)
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        # Lifespan on: the app's Kafka and Redis clients open and close with the server.
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int = 0, *, header_timeout: float | None = None
+    ) -> None:
+        # Lifespan on: the app's Kafka and Redis clients open and close with the server. The
+        # header deadline as `tracewatch api` has it, Settings' default unless given (the body
+        # deadline is in the app).
+        if header_timeout is None:
+            header_timeout = float(Settings.model_fields["api_header_timeout"].default)
         super().__init__(
-            app, host, port, name="API server", stop_timeout=15, lifespan="on", timeout_graceful_shutdown=2
+            app,
+            host,
+            port,
+            name="API server",
+            stop_timeout=15,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+            http=HeaderDeadlineProtocol.with_header_timeout(header_timeout),
         )
 
     def start(self, timeout: float = 20.0) -> None:

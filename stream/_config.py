@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     consumer_group: str = "tracewatch-worker"
     compression: str = Field("lz4", pattern="^(none|gzip|lz4|zstd|snappy)$")
     max_trace_bytes: int = Field(1024 * 1024, ge=1024)
+    # Group membership (aiokafka's defaults): a worker silent for `consumer_session_timeout`
+    # (paused, stuck) loses its partitions to the others; tests lower them to see it quickly.
+    consumer_session_timeout: float = Field(10.0, gt=0, description="seconds without heartbeats before a rebalance")
+    consumer_heartbeat_interval: float = Field(3.0, gt=0, description="seconds between heartbeats")
+    consumer_max_poll_interval: float = Field(300.0, gt=0, description="seconds between polls before a rebalance")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "tw:"
@@ -63,10 +68,17 @@ class Settings(BaseSettings):
     feedback_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
     scorer_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    metrics_host: str = "0.0.0.0"
+    # Loopback by default, like the API: /metrics exemplars carry trace ids. Containers set
+    # 0.0.0.0 so Prometheus can reach them (docker-compose.yml).
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535)
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535)
+    # Slow clients (slowloris): a connection has this long to send each request's headers,
+    # and a request this long to send its body (else 408), so a few of them cannot hold the
+    # server's connections.
+    api_header_timeout: float = Field(10.0, gt=0, description="seconds to receive a request's headers")
+    api_body_timeout: float = Field(30.0, gt=0, description="seconds to receive a request's body")
 
     @field_validator("api_keys", "feedback_secrets", "scorer_modules", mode="before")
     @classmethod

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import orjson
 
+from scorers import MAX_ID_CHARS, MAX_NAME_CHARS, MAX_TIME_MS, DecodeError
+
 __all__ = ["FeedbackEvent", "thumb_of"]
 
 Kind = Literal["feedback", "expectation"]
@@ -78,9 +80,15 @@ class FeedbackEvent:
     def from_json(cls, data: bytes) -> FeedbackEvent:
         """Parse one event.
 
+        Ids and names become Redis keys and metric labels, so they are bounded here, where
+        the topic's messages enter (the API bounds them too, but anyone may write the topic).
+
         Raises:
+            DecodeError: `bad_id`: the trace id, user (source) id or event id is longer than
+                `MAX_ID_CHARS`, or the name longer than `MAX_NAME_CHARS`; `bad_value`:
+                `created_ms` is an integer outside `0..MAX_TIME_MS`.
             ValueError: not JSON, not an object, or a required field is missing or mistyped
-                (the message names it); the worker dead-letters such messages.
+                (the message names it). The worker dead-letters both.
         """
         try:
             d = orjson.loads(data)
@@ -96,18 +104,45 @@ class FeedbackEvent:
             raise ValueError("trace_id missing")
         if not isinstance(name, str) or not name:
             raise ValueError("name missing")
+        _check_id(tid, "trace_id", MAX_ID_CHARS)
+        _check_id(name, "name", MAX_NAME_CHARS)
         src_raw = d.get("source")
         src: dict[str, Any] = src_raw if isinstance(src_raw, dict) else {}
         created = d.get("created_ms")
+        if isinstance(created, int) and (type(created) is bool or not 0 <= created <= MAX_TIME_MS):
+            raise DecodeError("bad_value", f"created_ms must be an epoch time in ms in 0..{MAX_TIME_MS}")
         return cls(
             kind=kind,
             trace_id=tid,
             name=name,
             value=d.get("value"),
-            source_type=str(src.get("source_type") or "HUMAN"),
-            source_id=str(src.get("source_id") or "anonymous"),
+            source_type=_check_id(str(src.get("source_type") or "HUMAN"), "source.source_type", MAX_NAME_CHARS),
+            source_id=_id_text(src.get("source_id"), "source.source_id") or "anonymous",
             rationale=d.get("rationale"),
             metadata=d.get("metadata") if isinstance(d.get("metadata"), dict) else None,
             created_ms=created if isinstance(created, int) else int(time.time() * 1000),
-            event_id=str(d.get("event_id") or uuid.uuid4().hex),
+            event_id=_id_text(d.get("event_id"), "event_id") or uuid.uuid4().hex,
         )
+
+
+def _check_id(text: str, what: str, limit: int) -> str:
+    """Return `text` if it can be a key part: at most `limit` characters, writable as UTF-8."""
+    if len(text) > limit:
+        raise DecodeError("bad_id", f"{what} is {len(text)} characters, the limit is {limit}")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise DecodeError("bad_id", f"{what} is not valid Unicode (a lone surrogate)") from None
+    return text
+
+
+def _id_text(value: Any, what: str) -> str:
+    """An optional id as text ("" when absent): a string, or an integer (as user ids often are)."""
+    if not value:  # absent, null, "", 0 or false: the caller's default, as before
+        return ""
+    if type(value) is int and -(2**63) <= value < 2**64:
+        return str(value)
+    if not isinstance(value, str):
+        raise DecodeError("bad_id", f"{what} must be a string or an integer, got {type(value).__name__}")
+    return _check_id(value, what, MAX_ID_CHARS)

@@ -24,16 +24,20 @@ from stream._scorer_set import ActiveScorer
 __all__ = ["compress_trace", "needs_raw", "rerun_with_expectations", "to_record"]
 
 log = logging.getLogger("tracewatch.worker")
-_SEP = "\x1f"
 
 
 def to_record(event: FeedbackEvent) -> FeedbackRecord:
-    """The sink's form of an event; separators in names and user ids are replaced, not trusted."""
+    """The sink's form of an event, names and user ids unchanged.
+
+    They are not cleaned here: the sink encodes every part it puts in a key or packed value
+    (`sinks._keys`), and replacing characters instead would make two users, or two names,
+    one.
+    """
     thumb = thumb_of(event.value) if event.kind == "feedback" else None
     return FeedbackRecord(
         trace_id=event.trace_id,
-        name=event.name.replace(_SEP, "_"),
-        user=event.source_id.replace(_SEP, "_"),
+        name=event.name,
+        user=event.source_id,
         thumb=thumb or "",
         payload=event.to_json(),
         event_id=event.event_id,

@@ -13,13 +13,26 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    IllegalStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RebalanceInProgressError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+    UnknownMemberIdError,
+)
 
 from stream._config import Settings
 from stream._exceptions import KafkaUnavailableError
 
 __all__ = [
+    "REBALANCED_ERRORS",
+    "TOO_LARGE_ERRORS",
     "AIOKafkaConsumer",
     "AIOKafkaProducer",
     "KafkaError",
@@ -27,8 +40,25 @@ __all__ = [
     "kafka_errors",
     "make_consumer",
     "make_producer",
+    "producer_max_request_size",
+    "topic_max_message_bytes",
     "topic_partitions",
 ]
+
+REBALANCED_ERRORS: tuple[type[KafkaError], ...] = (
+    CommitFailedError,
+    IllegalStateError,  # "partition is not assigned" / "no partitions assigned": revoked meanwhile
+    UnknownMemberIdError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+)
+"""A commit refused because the group moved on (this member timed out, or partitions were revoked).
+
+Normal in a consumer group: the partitions' new owner redoes the uncommitted messages.
+"""
+
+TOO_LARGE_ERRORS: tuple[type[KafkaError], ...] = (MessageSizeTooLargeError, RecordListTooLargeError)
+"""A produce refused by the broker for size: retrying the same bytes can never succeed."""
 
 
 @contextlib.contextmanager
@@ -50,12 +80,17 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "compression_type": compression,
         "linger_ms": 5,
         "max_batch_size": 256 * 1024,
-        "max_request_size": max(settings.max_trace_bytes * 2, 1024 * 1024),
+        "max_request_size": producer_max_request_size(settings),
         "request_timeout_ms": 30_000,
         "client_id": "tracewatch",
     }
     kwargs.update(overrides)
     return AIOKafkaProducer(**kwargs)
+
+
+def producer_max_request_size(settings: Settings) -> int:
+    """The producer's `max_request_size`: room for a trace at the decoder's limit, twice over."""
+    return max(settings.max_trace_bytes * 2, 1024 * 1024)
 
 
 def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
@@ -68,6 +103,9 @@ def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafk
         "max_partition_fetch_bytes": max(settings.max_trace_bytes * 2, 1024 * 1024),
         "fetch_max_bytes": 64 * 1024 * 1024,
         "isolation_level": "read_uncommitted",
+        "session_timeout_ms": int(settings.consumer_session_timeout * 1000),
+        "heartbeat_interval_ms": int(settings.consumer_heartbeat_interval * 1000),
+        "max_poll_interval_ms": int(settings.consumer_max_poll_interval * 1000),
         "client_id": "tracewatch",
         # Range assignment gives partition i of traces and of feedback to the same worker
         # (both topics have the same partition count), so one worker owns both join sides.
@@ -128,6 +166,32 @@ async def topic_partitions(settings: Settings, topic: str) -> int:
             return (await _partition_counts(admin, [topic])).get(topic, 0)
         finally:
             await admin.close()
+
+
+async def topic_max_message_bytes(settings: Settings, topic: str) -> int | None:
+    """The topic's effective `max.message.bytes` (its own or the broker's default), None if unknown.
+
+    Unknown when the topic does not exist yet or the broker refuses DescribeConfigs (ACLs):
+    callers then start from their own cap and shrink on a size error.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="tracewatch-admin")
+    try:
+        await admin.start()
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
+        responses = await admin.describe_configs([resource])
+    except KafkaError:
+        return None  # a hint only: the outbox still shrinks dead letters on a size error
+    finally:
+        await admin.close()
+    for response in responses:
+        for res in response.to_object().get("resources", []):
+            if res.get("error_code", 0) != 0:
+                continue
+            for entry in res.get("config_entries", []):
+                if entry.get("config_names") == "max.message.bytes":
+                    with contextlib.suppress(TypeError, ValueError):
+                        return int(entry["config_value"])
+    return None
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:

@@ -17,15 +17,20 @@ from typing import Any
 
 from scorers import Assessment
 from sinks import FeedbackRecord, Metrics, RedisSink, SinkUnavailableError, WriteResult
-from stream._checkpoint import Entry
+from stream._checkpoint import DeadLetter, Entry
 from stream._config import Topics
+from stream._dead_letter import MIN_DEAD_LETTER_BYTES, dead_letter_limit, dead_letter_record
 from stream._exceptions import KafkaUnavailableError
-from stream._kafka import AIOKafkaProducer, KafkaError
+from stream._kafka import TOO_LARGE_ERRORS, AIOKafkaProducer, KafkaError
 
 __all__ = ["Outbox"]
 
 log = logging.getLogger("tracewatch.worker")
 _NO_HEADERS: list[tuple[str, bytes]] = []  # shared, never mutated (aiokafka wants a list)
+_Row = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
+_Sent = list[tuple["asyncio.Future[Any]", int]]  # one future per producer batch, and how many rows it holds
+# Kafka's default max.message.bytes: the safe assumption when the DLQ topic's limit is not known.
+_DEFAULT_DEAD_LETTER_LIMIT = dead_letter_limit(1024 * 1024, 1024 * 1024 + 12)
 
 
 class Outbox:
@@ -40,7 +45,9 @@ class Outbox:
         *,
         publish_assessments: bool = True,
         max_retry_interval: float = 5.0,
+        dead_letter_limit: int = _DEFAULT_DEAD_LETTER_LIMIT,
     ) -> None:
+        """`dead_letter_limit` is the largest DLQ record to send (see `stream._dead_letter.dead_letter_limit`)."""
         self._producer = producer
         self._topics = topics
         self.redis = redis  # also read by the worker for expectation re-runs
@@ -49,12 +56,15 @@ class Outbox:
         self._max_retry_interval = max_retry_interval
         self.stopping: asyncio.Event | None = None
         self._n_assessment_partitions: int | None = None
+        self.dead_letter_limit = dead_letter_limit  # lowered for good when the broker refuses a size
 
     async def write(self, entries: Sequence[Entry]) -> None:
         """Make every result of `entries` durable in Kafka and Redis, then count it.
 
         Retries Redis until it answers (it may be restarting); stops retrying only when
-        `stopping` is set, raising so that nothing is committed.
+        `stopping` is set, raising so that nothing is committed. A dead letter the broker
+        refuses for its size is sent again, smaller, rather than failing the batch: a bad
+        message must never block its partition.
 
         Raises:
             KafkaUnavailableError: a produce was not acknowledged.
@@ -63,19 +73,11 @@ class Outbox:
         pairs: list[list[Assessment]] = []
         events: list[FeedbackRecord] = []
         raws: list[tuple[str, bytes]] = []
-        dead: list[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]] = []
-        by_partition: dict[int, list[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]]] = {}
+        dead: list[DeadLetter] = []
+        by_partition: dict[int, list[_Row]] = {}
         for e in entries:
-            d = e.dead
-            if d is not None:
-                headers = [
-                    ("tw-reason", d.reason.encode()),
-                    ("tw-error", d.error.encode()[:1000]),
-                    ("tw-source-topic", d.topic.encode()),
-                    ("tw-source-partition", str(d.partition).encode()),
-                    ("tw-source-offset", str(d.offset).encode()),
-                ]
-                dead.append((d.key, d.value, headers))
+            if e.dead is not None:
+                dead.append(e.dead)
             if e.events:
                 events.extend(e.events)
             if e.raw is not None:
@@ -90,49 +92,91 @@ class Outbox:
                         for a in pair:
                             rows.append((a.trace_id.encode(), a.to_json(), _NO_HEADERS))
         try:
-            futures: list[asyncio.Future[Any]] = []
-            if dead:
-                futures += await self._send_batches(self._topics.dlq, 0, dead)
+            limit = self.dead_letter_limit
+            letters = [dead_letter_record(d, limit=limit) for d in dead]
+            sent_dead = await self._send_batches(self._topics.dlq, 0, letters)
+            sent: _Sent = []
             if by_partition:
                 n = await self._assessment_partitions()
                 for part, rows in by_partition.items():
-                    futures += await self._send_batches(self._topics.assessments, part % n, rows)
-            if futures:
-                await asyncio.gather(*futures)
+                    sent += await self._send_batches(self._topics.assessments, part % n, rows)
+            if sent_dead or sent:
+                # return_exceptions: a dead letter refused for size is retried, not fatal
+                results = await asyncio.gather(*(f for f, _ in sent_dead + sent), return_exceptions=True)
+                too_large = _too_large(dead, sent_dead, results[: len(sent_dead)])
+                for res in results[len(sent_dead) :]:
+                    if isinstance(res, BaseException):
+                        raise res
+                if too_large:
+                    await self._resend_smaller(too_large)
         except KafkaError as exc:
             raise KafkaUnavailableError(f"producing results: {exc}") from exc
-        for e in entries:
-            if e.dead is not None:
-                self._metrics.trace_invalid(e.dead.reason)
+        m = self._metrics
+        for d in dead:
+            m.trace_invalid(d.reason)
+            m.dead_lettered(d.reason)
         if not pairs and not events and not raws:
             return
         result = await self._write_redis(pairs, events, raws)
         fresh = [p for p, n in zip(pairs, result.new, strict=True) if n]
         if fresh:
-            self._metrics.record_pairs(fresh)
-        m = self._metrics
+            m.record_pairs(fresh)
         for exp, name, thumb in result.joins.votes:
             m.feedback(exp, name, thumb)
         for exp, scorer, judge, user in result.joins.agreements:
             m.agreement(exp, scorer, judge, user)
+        if result.joins.malformed:
+            m.join_malformed(result.joins.malformed)
 
-    async def _send_batches(
-        self, topic: str, partition: int, rows: list[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]]
-    ) -> list[asyncio.Future[Any]]:
-        """Append rows to producer batches directly: ~10x cheaper than one `send` per record."""
-        futures: list[asyncio.Future[Any]] = []
+    async def _resend_smaller(self, dead: list[DeadLetter]) -> None:
+        """Send dead letters the broker refused for size again, halving the limit until it takes them.
+
+        The broker's real limit was lower than we knew (the DLQ topic's own
+        `max.message.bytes`, unknown at startup), so the smaller limit is kept for later
+        letters too. Each letter goes in a batch of its own, so one too-large record cannot
+        make its neighbours fail again.
+
+        Raises:
+            KafkaError: a produce failed for another reason than size.
+            KafkaUnavailableError: still too large at `MIN_DEAD_LETTER_BYTES`.
+        """
+        topic = self._topics.dlq
+        while dead:
+            if self.dead_letter_limit <= MIN_DEAD_LETTER_BYTES:
+                raise KafkaUnavailableError(f"{topic} refuses even {MIN_DEAD_LETTER_BYTES}-byte dead letters")
+            limit = self.dead_letter_limit = max(self.dead_letter_limit // 2, MIN_DEAD_LETTER_BYTES)
+            log.warning("%s refused %d dead letters as too large; sending them again cut to %d bytes",
+                        topic, len(dead), limit)
+            sent: _Sent = []
+            for d in dead:
+                sent += await self._send_batches(topic, 0, [dead_letter_record(d, limit=limit)])
+            results = await asyncio.gather(*(f for f, _ in sent), return_exceptions=True)
+            dead = _too_large(dead, sent, results)
+
+    async def _send_batches(self, topic: str, partition: int, rows: Sequence[_Row]) -> _Sent:
+        """Append rows to producer batches directly: ~10x cheaper than one `send` per record.
+
+        Returns each batch's future with its row count, in row order, so a caller can tell
+        which rows a failed batch held.
+        """
+        sent: _Sent = []
+        if not rows:
+            return sent
         producer = self._producer
         batch = producer.create_batch()
+        n = 0
         for key, value, headers in rows:
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                sent.append((await producer.send_batch(batch, topic, partition=partition), n))
                 batch = producer.create_batch()
+                n = 0
                 if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                     size = len(value or b"")
                     raise KafkaUnavailableError(f"a record of {size} bytes does not fit a batch of {topic}")
-        if batch.record_count():
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
+            n += 1
+        if n:
+            sent.append((await producer.send_batch(batch, topic, partition=partition), n))
+        return sent
 
     async def _assessment_partitions(self) -> int:
         """Assessments go to the trace's source partition (mod this count): one trace, one partition."""
@@ -158,3 +202,20 @@ class Outbox:
                 log.warning("redis unavailable (%s); retrying in %.1fs, nothing is committed meanwhile", exc, delay)
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self._max_retry_interval)
+
+
+def _too_large(dead: list[DeadLetter], sent: _Sent, results: Sequence[object]) -> list[DeadLetter]:
+    """The dead letters whose batch the broker refused for size; any other failure is raised.
+
+    Raises:
+        BaseException: the first failure that is not about size (the batch stays uncommitted).
+    """
+    refused: list[DeadLetter] = []
+    start = 0
+    for (_, n), res in zip(sent, results, strict=True):
+        if isinstance(res, TOO_LARGE_ERRORS):
+            refused.extend(dead[start : start + n])
+        elif isinstance(res, BaseException):
+            raise res
+        start += n
+    return refused

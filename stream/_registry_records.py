@@ -10,6 +10,7 @@ or a built-in name, with optional literal keyword arguments) and a judge is its
 
 from __future__ import annotations
 
+import keyword
 import math
 import re
 from datetime import UTC, datetime
@@ -17,12 +18,14 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from scorers import ScorerDefinitionError, parse_reference
 from stream._exceptions import StreamError
 from stream._filter import FilterError, parse_filter
 
 __all__ = ["BudgetConfig", "RegistryError", "SamplingConfig", "ScorerRecord", "ScorerVersion"]
 
 _IDENTIFIER: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+_ARGUMENT: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 
 
 class RegistryError(StreamError, ValueError):
@@ -140,8 +143,14 @@ class ScorerVersion(BaseModel):
             if not self.ref or self.spec is not None:
                 raise ValueError("a code version needs `ref` and no `spec`")
             for key in self.arguments or {}:
-                if not key.isidentifier():
-                    raise ValueError(f"argument name {key!r} is not an identifier")
+                if _ARGUMENT.fullmatch(key) is None or keyword.iskeyword(key):
+                    raise ValueError(f"argument name {key!r} is not an ASCII identifier")
+            # Records are read back from Redis, where anyone with access can write them: the
+            # reference must be in the grammar here, on every read, before anything is resolved.
+            try:
+                parse_reference(self.reference)
+            except ScorerDefinitionError as exc:
+                raise ValueError(str(exc)) from None
         elif self.spec is None or self.ref is not None or self.arguments is not None:
             raise ValueError("a judge version needs `spec` and no `ref` or `arguments`")
         return self

@@ -2,18 +2,20 @@
 
 The same checks run at registration (where a failure is a `RegistryError` for the user) and
 when a worker loads a record (where a failure is reported and the record skipped), because a
-record in Redis may have been written by anyone who can reach Redis. In particular a code
-reference is checked against the module allowlist *before* anything is imported, so a forged
-record naming `os:system` never gets its module imported.
+record in Redis may have been written by anyone who can reach Redis. A code reference is
+parsed by the strict grammar of `scorers.parse_reference` and checked against the module
+allowlist *before* anything is imported, so a forged record naming `os:system`,
+`allowed.mod:os.system('...')` or `allowed.pkg.__init__:x` never gets a module imported;
+`resolve_scorer` then calls only attributes defined in the named module itself.
 
-The allowlist is `Settings.scorer_modules` (`TRACEWATCH_SCORER_MODULES`) plus the built-ins:
-built-in names (`no_error`, `latency_under(max_ms=2000)`, `Safety()`) and the `scorers`
-package itself.
+The allowlist is `Settings.scorer_modules` (`TRACEWATCH_SCORER_MODULES`). Built-ins
+(`no_error`, `latency_under(max_ms=2000)`, `Safety()`) are always allowed by their bare
+names; tracewatch's own packages are never the module of an import reference (their
+internals are not scorers, and `scorers._resolve` could be made to resolve anything).
 """
 
 from __future__ import annotations
 
-import ast
 import copy
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -21,14 +23,22 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from scorers import AssessmentSource, AssessmentSourceType, Judge, Scorer, judge_from_spec, resolve_scorer
+from scorers import (
+    AssessmentSource,
+    AssessmentSourceType,
+    Judge,
+    Scorer,
+    ScorerDefinitionError,
+    ScorerReference,
+    judge_from_spec,
+    module_allowed,
+    parse_reference,
+    resolve_scorer,
+)
 from stream._registry_records import RegistryError, ScorerVersion
 
 # Internal to the registry (`stream._registry` and its tests): nothing here is public API.
 __all__: list[str] = []
-
-BUILTIN_MODULE: Final = "scorers"
-"""Always allowed: the package of the built-in scorers and judges."""
 
 _ENV: Final = "TRACEWATCH_SCORER_MODULES"
 
@@ -44,68 +54,56 @@ class Definition:
     scorer: Scorer
 
 
-def module_of(ref: str) -> str | None:
-    """The module an import reference names, or None for a built-in name (as `resolve_scorer` reads it)."""
-    head, sep, _ = ref.strip().partition(":")
-    if not sep or "(" in head:
-        return None
-    return head.strip()
-
-
-def _allowed(module: str, allowlist: Collection[str]) -> bool:
-    return any(module == m or module.startswith(m + ".") for m in allowlist)
-
-
-def check_allowed(ref: str, allowlist: Collection[str]) -> None:
-    """Refuse an import reference whose module is not on the allowlist (without importing it).
+def parse(ref: object) -> ScorerReference:
+    """Parse a reference by the grammar of `scorers.parse_reference`, importing nothing.
 
     Raises:
-        RegistryError: naming the module and `TRACEWATCH_SCORER_MODULES`.
+        RegistryError: the reference is not in the grammar (the message says why).
     """
-    module = module_of(ref)
-    if module is None or module == BUILTIN_MODULE or _allowed(module, [*allowlist, BUILTIN_MODULE]):
-        return
+    try:
+        return parse_reference(ref)
+    except ScorerDefinitionError as exc:
+        raise RegistryError(str(exc)) from None
+
+
+def check_allowed(ref: object, allowlist: Collection[str]) -> ScorerReference:
+    """Parse `ref` and refuse a module not on the allowlist, all without importing anything.
+
+    Returns:
+        The parsed reference.
+
+    Raises:
+        RegistryError: not in the grammar, or the module is not allowed (naming the module
+            and `TRACEWATCH_SCORER_MODULES`).
+    """
+    parsed = parse(ref)
+    if parsed.module is None or module_allowed(parsed.module, allowlist):
+        return parsed
     now = ", ".join(sorted(allowlist)) or "empty"
     raise RegistryError(
-        f"scorer reference {ref!r}: module {module!r} is not allowed; add it (or a parent package) "
-        f"to {_ENV} (comma-separated; now: {now})"
+        f"scorer reference {parsed.text!r}: module {parsed.module!r} is not allowed; add it (or a parent "
+        f"package) to {_ENV} (comma-separated; now: {now})"
     )
 
 
-def _split_call(ref: str) -> tuple[str, dict[str, Any] | None]:
+def _split_call(parsed: ScorerReference) -> tuple[str, dict[str, Any] | None]:
     """`name(k=literal, ...)` -> (`name`, kwargs); anything else is kept whole, kwargs None."""
-    head, sep, tail = ref.partition(":")
-    is_import = bool(sep) and "(" not in head
-    target = tail if is_import else ref
-    try:
-        node = ast.parse(target.strip(), mode="eval").body
-    except SyntaxError:
-        return ref, None
-    if not isinstance(node, ast.Call) or node.args or not node.keywords:
-        return ref, None
-    kwargs: dict[str, Any] = {}
-    for kw in node.keywords:
-        if kw.arg is None:
-            return ref, None
-        try:
-            value = ast.literal_eval(kw.value)
-        except ValueError:
-            return ref, None
+    if not parsed.called or parsed.args or not parsed.kwargs:
+        return parsed.text, None
+    for value in parsed.kwargs.values():
         # Only values that survive a JSON round trip unchanged (no tuples, sets, bytes).
         try:
             if orjson.loads(orjson.dumps(value)) != value or isinstance(value, tuple):
-                return ref, None
+                return parsed.text, None
         except (TypeError, orjson.JSONEncodeError):
-            return ref, None
-        kwargs[kw.arg] = value
-    name = ast.unparse(node.func)
-    return (f"{head.strip()}:{name}" if is_import else name), kwargs
+            return parsed.text, None
+    return parsed.target, dict(parsed.kwargs)
 
 
 def _resolve(text: str, allowlist: Collection[str]) -> Scorer:
-    check_allowed(text, allowlist)
+    check_allowed(text, allowlist)  # before `resolve_scorer` imports anything
     try:
-        return resolve_scorer(text, allowed_modules=[*allowlist, BUILTIN_MODULE])
+        return resolve_scorer(text, allowed_modules=allowlist)
     except (TypeError, ValueError) as exc:  # ScorerDefinitionError is a TypeError
         raise RegistryError(str(exc)) from exc
     except Exception as exc:  # importing the module or calling the factory ran user code
@@ -127,8 +125,9 @@ def _ref_of(obj: Scorer) -> str:
         "register it by reference instead: a built-in name such as 'latency_under(max_ms=2000)', "
         "or 'package.module:attr' for a @scorer defined at the top level of an importable module"
     )
-    if not module or not qualname or module == "__main__" or "<" in qualname:
-        where = "in __main__" if module == "__main__" else "inside a function"
+    top_level = isinstance(module, str) and isinstance(qualname, str) and qualname.isidentifier()
+    if not top_level or module == "__main__":
+        where = "in __main__" if module == "__main__" else "inside a function" if "<" in str(qualname) else "in a class"
         raise RegistryError(f"scorer {obj.name!r} is defined {where}, so workers cannot import it; {hint}")
     return f"{module}:{qualname}"
 
@@ -162,11 +161,11 @@ def define(item: Scorer | str | Mapping[str, Any], allowlist: Collection[str]) -
         raise RegistryError(
             f"cannot register {type(item).__name__}: pass a reference string, a judge spec dict or a Scorer"
         )
-    text = item.strip()
-    resolved = _resolve(text, allowlist)
+    parsed = check_allowed(item, allowlist)
+    resolved = _resolve(parsed.text, allowlist)
     if isinstance(resolved, Judge):
         return Definition("judge", None, None, resolved.to_spec(), resolved)
-    ref, kwargs = _split_call(text)
+    ref, kwargs = _split_call(parsed)
     return Definition("code", ref, kwargs, None, resolved)
 
 

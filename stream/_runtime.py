@@ -17,7 +17,14 @@ from prometheus_client import CollectorRegistry
 from scorers import JudgeClient
 from sinks import Metrics, RedisSink, serve_metrics
 from stream._config import Settings
-from stream._kafka import kafka_errors, make_consumer, make_producer
+from stream._dead_letter import dead_letter_limit
+from stream._kafka import (
+    kafka_errors,
+    make_consumer,
+    make_producer,
+    producer_max_request_size,
+    topic_max_message_bytes,
+)
 from stream._outbox import Outbox
 from stream._registry import Registry
 from stream._registry_watch import RegistryWatcher
@@ -116,7 +123,10 @@ async def run_worker(
             await producer.start()
             await consumer.start()
         await redis.ping()
-        outbox = Outbox(producer, settings.topics, redis, metrics)
+        # Dead letters must fit both the producer's cap and the DLQ topic's own limit.
+        dlq_max = await topic_max_message_bytes(settings, settings.topics.dlq)
+        dlq_limit = dead_letter_limit(producer_max_request_size(settings), dlq_max)
+        outbox = Outbox(producer, settings.topics, redis, metrics, dead_letter_limit=dlq_limit)
         worker = Worker(settings, consumer, outbox, metrics, scorers, options=options)
         handle.worker = worker
         worker.subscribe()

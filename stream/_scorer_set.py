@@ -58,17 +58,22 @@ class ScorerSet:
 def parse_scorer_option(text: str, resolve: Callable[[str], Any]) -> ActiveScorer:
     """Parse `REF[@RATE]` from the command line, e.g. `output_word_count@0.5`.
 
-    `REF` is a built-in name or `package.module:attr`, resolved by `resolve`.
+    `REF` is a built-in name or `package.module:attr`, resolved by `resolve` (normally
+    `scorers.resolve_scorer`, which refuses anything outside the reference grammar before
+    importing). The rate is checked first, so a bad rate never gets as far as an import.
+    A text ending in `)` has no rate: an `@` inside its literal arguments is not a separator.
 
     Raises:
         ValueError: the rate is not a number in [0, 1] (the message says so).
     """
     ref, sep, rate_text = text.rpartition("@")
-    if not sep:
+    if not sep or text.endswith(")"):
         ref, rate_text = text, "1.0"
     try:
         rate = float(rate_text)
     except ValueError:
         raise ValueError(f"scorer {text!r}: sample rate {rate_text!r} is not a number (use REF@0.25)") from None
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"scorer {text!r}: sample rate must be in [0, 1], got {rate_text!r}")
     scorer = resolve(ref)
     return ActiveScorer(scorer=scorer, name=str(scorer.name), sample_rate=rate)

@@ -31,7 +31,7 @@ from stream._config import Settings
 from stream._events import FeedbackEvent
 from stream._exceptions import CommitError
 from stream._join import compress_trace, needs_raw, rerun_with_expectations, to_record
-from stream._kafka import AIOKafkaConsumer, KafkaError
+from stream._kafka import REBALANCED_ERRORS, AIOKafkaConsumer, KafkaError
 from stream._outbox import Outbox
 from stream._sampling import sample_u
 from stream._scorer_set import ActiveScorer, ScorerSet
@@ -187,9 +187,11 @@ class Worker:
             entry = Entry(msg.offset, tp.partition)
             try:
                 event = FeedbackEvent.from_json(msg.value or b"")
-            except ValueError as exc:
-                reason = "bad_feedback"
-                entry.dead = DeadLetter(msg.key, msg.value, reason, str(exc), tp.topic, tp.partition, msg.offset)
+            except (DecodeError, ValueError) as exc:
+                # An over-long id or an out-of-range time has its own reason (`bad_id`, `bad_value`).
+                reason = exc.reason if isinstance(exc, DecodeError) else "bad_feedback"
+                detail = exc.message if isinstance(exc, DecodeError) else str(exc)
+                entry.dead = DeadLetter(msg.key, msg.value, reason, detail, tp.topic, tp.partition, msg.offset)
                 add(tp, entry)
                 continue
             entry.events.append(to_record(event))
@@ -282,8 +284,9 @@ class Worker:
 
         Flushes overlap with scoring the next batch (Redis and Kafka round trips are the
         slow part), but commit strictly in order: each waits for its predecessor to commit
-        first, and a failed flush makes every later one fail too, so no offset is ever
-        committed past a result that is not durable.
+        first, and a failed durable write makes every later flush fail too, so no offset is
+        ever committed past a result that is not durable. A commit the group refuses after a
+        rebalance does not fail its flush (see `_commit`).
         """
         entries, offsets = self.checkpoint.take_ready()
         if entries:
@@ -304,19 +307,52 @@ class Worker:
     ) -> None:
         await self.outbox.write(entries)
         if prev is not None:
-            await prev  # raises if an earlier flush failed: then we must not commit either
+            await prev  # raises if an earlier durable write failed: then we must not commit either
+        await self._commit(offsets)
+
+    async def _commit(self, offsets: dict[Any, int]) -> None:
+        """Commit `offsets` of the partitions still assigned; a refusal after a rebalance is normal.
+
+        The results before these offsets are durable (the outbox wrote them), so a commit
+        that does not happen only means redelivery to whoever owns the partition now, and
+        idempotent writes absorb it. A paused or slow worker loses its partitions this way
+        (session timeout): its commits fail with CommitFailedError and friends, the revoke
+        listener drops those partitions, and the worker goes on with what it is assigned
+        next. Any other commit failure raises.
+
+        Raises:
+            CommitError: the broker refused the commit for a reason other than a rebalance.
+        """
+        assigned = self.consumer.assignment()
+        mine = {tp: o for tp, o in offsets.items() if tp in assigned}
+        if len(mine) < len(offsets):
+            gone = sorted(f"{tp.topic}[{tp.partition}]" for tp in offsets if tp not in assigned)
+            log.info("not committing revoked partitions %s: their new owner redoes what is uncommitted", gone)
+        if not mine:
+            return
         try:
-            await self.consumer.commit(offsets)
+            await self.consumer.commit(mine)
+        except REBALANCED_ERRORS as exc:
+            log.warning("commit of %s refused after a rebalance (%s: %s): the new owner redoes those messages",
+                        mine, type(exc).__name__, exc)
         except KafkaError as exc:
             # The results are durable and idempotent; the uncommitted messages get redelivered.
-            raise CommitError(f"commit of {offsets} failed: {exc}") from exc
+            raise CommitError(f"commit of {mine} failed: {exc}") from exc
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Commit what is finished before the partitions move; abandon the rest (redelivered)."""
+        """Commit what is finished before the partitions move; abandon the rest (redelivered).
+
+        Commits refused because the group already moved on do not fail the drain (see
+        `_commit`). A failed durable write does: then the worker stops, and `_last_flush`
+        keeps the failed flush so that no later flush commits past it.
+        """
         try:
             await self._drain_flushes()
         except Exception:
-            log.exception("flush on revoke failed: those messages will be redelivered to the new owner")
+            log.exception("flush on revoke failed: stopping; those messages will be redelivered")
+            self.stop()
+        else:
+            self._last_flush = None  # every flush is done and committed (or refused as revoked)
         dropped = self.checkpoint.reset(revoked)
         for e in dropped:
             for t in e.tasks:
@@ -335,10 +371,13 @@ def _tokens_of(feedbacks: list[Any]) -> int:
 
 
 def _end_ms(trace: Trace) -> int | None:
-    ts = trace.info.timestamp_ms
-    if ts is None:
-        return None
-    return ts + (trace.info.execution_duration_ms or 0)
+    """When the traced request ended; None when unknown or out of range, never an error.
+
+    Every assessment of the trace carries it, so a value JSON cannot write (a 2**64-1 request
+    time plus a duration) used to fail the flush and crash-loop every worker on one message.
+    `TraceInfo.end_ms` bounds it; the decoder already refuses such traces (`bad_value`).
+    """
+    return trace.info.end_ms
 
 
 def _error_pair(

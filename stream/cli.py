@@ -167,6 +167,13 @@ def worker(
         int | None,
         typer.Option(help="Port of /metrics; 0 picks a free one, -1 disables [env TRACEWATCH_METRICS_PORT: 9108]"),
     ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address /metrics binds; its exemplars show trace ids, so loopback unless a scraper "
+            "elsewhere needs it (0.0.0.0 in containers) [env TRACEWATCH_METRICS_HOST: 127.0.0.1]"
+        ),
+    ] = None,
     processes: Annotated[
         int, typer.Option(help="Worker processes to start (one per core); process i serves metrics on port+i.")
     ] = 1,
@@ -187,7 +194,12 @@ def worker(
     import subprocess
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _settings(kafka_bootstrap=bootstrap, redis_url=redis_url, judge_max_in_flight=judge_max_in_flight)
+    settings = _settings(
+        kafka_bootstrap=bootstrap,
+        redis_url=redis_url,
+        judge_max_in_flight=judge_max_in_flight,
+        metrics_host=metrics_host,
+    )
     refs = list(scorer or []) or [r.strip() for r in os.environ.get("TRACEWATCH_SCORERS", "").split(",") if r.strip()]
     if processes > 1:
         base_port = settings.metrics_port if metrics_port is None else metrics_port
@@ -233,6 +245,7 @@ def _env_of(settings: Settings) -> dict[str, str]:
         "TRACEWATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "TRACEWATCH_REDIS_URL": settings.redis_url,
         "TRACEWATCH_JUDGE_MAX_IN_FLIGHT": str(settings.judge_max_in_flight),
+        "TRACEWATCH_METRICS_HOST": settings.metrics_host,
     }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -12,7 +14,7 @@ from sinks import RedisSink
 from stream import Settings
 from stream._events import FeedbackEvent
 from stream._kafka import create_topics
-from tests.helpers import synth_traces
+from tests.helpers import parse_metrics, synth_traces
 from tests.integration.test_worker import publish, running_worker
 
 pytestmark = pytest.mark.integration
@@ -83,6 +85,52 @@ async def test_feedback_before_after_duplicated_and_redelivered(settings: Settin
     doc = await sink.get_trace(items[0][0])
     assert set(doc["feedback"]["user_satisfaction"]) == {"alice", "bob"}
     await sink.aclose()
+
+
+async def test_separators_in_experiment_and_feedback_names_neither_crash_nor_cross(
+    settings: Settings, fixture_bytes: list[bytes]
+) -> None:
+    """Issue 11, break 3, end to end: an experiment id with `\\x1f` and a feedback name starting
+    with `\\x1e` next to a real vote. The worker used to exit on every changed vote (and lose the
+    Prometheus counts on replay) and the forged name suppressed the real vote."""
+    await create_topics(settings)
+    exp, forged = "x\x1fy", "\x1euser_satisfaction"
+    (tid, data), = list(synth_traces(fixture_bytes[:1], 1, seed=33))
+    doc = orjson.loads(data)
+    doc["info"]["trace_location"] = {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": exp}}
+    ok = decode_trace(orjson.dumps(doc)).status == "OK"
+    verdict = "pass" if ok else "fail"
+    sink = RedisSink.from_url(settings.redis_url, prefix=settings.redis_prefix)
+    events = [
+        FeedbackEvent("feedback", tid, forged, False, source_id="bob"),  # the forgery first
+        FeedbackEvent("feedback", tid, "user_satisfaction", True, source_id="bob"),
+        FeedbackEvent("feedback", tid, "user_satisfaction", False, source_id="bob"),  # a changed vote
+        FeedbackEvent("feedback", tid, "user_satisfaction", True, source_id="alice"),
+    ]
+    async with running_worker(settings, ["no_error@1.0"]) as handle:
+        await publish(settings, [(tid, orjson.dumps(doc))])
+        await wait_until(lambda: _has_exp(sink, tid, exp))
+        for e in events:  # one batch each: every one moves counts on its own
+            await send_events(settings, [e])
+            await asyncio.sleep(0.3)
+        await wait_until(lambda: _processed(handle, 1 + len(events)))
+        metrics_text = httpx.get(f"http://127.0.0.1:{handle.metrics_port}/metrics").text
+    # (a worker that exited would have failed the wait above, and re-raised on leaving the block)
+    assert await sink.votes(exp, "user_satisfaction") == {"up": 1, "down": 1}  # bob's current down, alice up
+    assert await sink.votes(exp, forged) == {"down": 1}
+    cells = {k: v for k, v in (await sink.agreement(exp, "no_error")).items() if v}
+    assert cells == {f"{verdict}:down": 2, f"{verdict}:up": 1}
+    m = parse_metrics(metrics_text)
+    fb = {dict(k[1])["name"] + "/" + dict(k[1])["value"]: v for k, v in m.items()
+          if k[0] == "tracewatch_feedback_total" and dict(k[1]).get("experiment") == exp}
+    assert fb == {forged + "/down": 1, "user_satisfaction/up": 2, "user_satisfaction/down": 1}
+    assert m.get(("tracewatch_join_malformed_total", frozenset()), 0) == 0
+    await sink.aclose()
+
+
+async def _has_exp(sink: RedisSink, tid: str, exp: str) -> bool:
+    doc = await sink.get_trace(tid)
+    return bool(doc and doc["experiment_id"] == exp and doc["assessments"])
 
 
 async def _eq(f, n: int) -> bool:  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +25,9 @@ from tests.integration.test_worker import REFS, expected_pairs, publish, wait_fo
 pytestmark = pytest.mark.integration
 
 
-def spawn_worker(settings: Settings, *, metrics_port: int = -1, redis_url: str | None = None) -> subprocess.Popen[bytes]:
+def spawn_worker(
+    settings: Settings, *, metrics_port: int = -1, redis_url: str | None = None, stderr: Any = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "TRACEWATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -37,7 +40,7 @@ def spawn_worker(settings: Settings, *, metrics_port: int = -1, redis_url: str |
             "--max-records", "500"]
     for r in REFS:
         args += ["--scorer", r]
-    return subprocess.Popen(args, env=env)
+    return subprocess.Popen(args, env=env, stderr=stderr)
 
 
 async def coverage_total(sink: RedisSink, names: list[str]) -> int:

@@ -83,7 +83,7 @@ def test_builtin_judges() -> None:
         ("latency_under(bogus=1)", "bad arguments"),
         ("Safety(model='acme:/x')", "not supported"),
         ("", "non-empty"),
-        ("1 + 2", "expected a name"),
+        ("1 + 2", "expected a built-in name"),
     ],
 )
 def test_bad_references(ref, needle) -> None:
@@ -94,10 +94,13 @@ def test_bad_references(ref, needle) -> None:
 def test_import_references(scorer_module) -> None:
     polite = resolve_scorer(f"{scorer_module}:is_polite")
     assert polite.name == "is_polite" and polite(outputs="Please help") is True
-    assert resolve_scorer(f"{scorer_module}:Holder.inner") is polite
     made = resolve_scorer(f"{scorer_module}:make_min_words(n=5)")
     assert made.name == "min_words_5"
-    assert resolve_scorer("scorers:no_error").name == "no_error"  # a factory from the package root
+    # One attribute, defined in the module: no walks, and built-ins go by their bare names.
+    with pytest.raises(ScorerDefinitionError, match="expected a built-in name"):
+        resolve_scorer(f"{scorer_module}:Holder.inner")
+    with pytest.raises(ScorerDefinitionError, match="part of tracewatch itself"):
+        resolve_scorer("scorers:no_error")
 
 
 @pytest.mark.parametrize(
@@ -105,7 +108,7 @@ def test_import_references(scorer_module) -> None:
     [
         ("plain", "decorate it with @scorer"),
         ("not_a_factory", "returned int, not a Scorer"),
-        ("CONSTANT", "is a int, not a Scorer"),
+        ("CONSTANT", "is a int, not a Scorer or a factory"),
         ("missing", "has no 'missing'"),
         ("is_polite(1)", "is a Scorer; it takes no arguments"),
     ],

@@ -182,6 +182,8 @@ def test_judge_feedback_lag_and_worker_metrics(registry):
     assert v(registry, "tracewatch_batch_duration_seconds_count") == 1
     assert v(registry, "tracewatch_worker_in_flight") == 7
     assert v(registry, "tracewatch_redis_retries_total") == 1
+    m.join_malformed(2)
+    assert v(registry, "tracewatch_join_malformed_total") == 2
 
 
 def test_registries_are_independent():

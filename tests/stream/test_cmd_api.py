@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 import stream._cmd_api as cmd_api
 from stream._config import Settings
+from stream._deadline import HeaderDeadlineProtocol
 from stream._exceptions import ConfigError
 
 
@@ -67,6 +69,20 @@ def test_flags_override_and_workers_use_the_factory(cli, env) -> None:
     [(target, kwargs)] = fake.calls
     assert target == "stream._cmd_api:app_from_env"
     assert (kwargs["host"], kwargs["port"], kwargs["workers"], kwargs["factory"]) == ("0.0.0.0", 9999, 3, True)
+
+
+def test_served_with_the_header_deadline_from_the_environment(cli, env) -> None:
+    monkeypatch, fake = env
+    monkeypatch.setenv("TRACEWATCH_API_KEYS", "k1")
+    monkeypatch.setenv("TRACEWATCH_API_HEADER_TIMEOUT", "3.5")
+    monkeypatch.setenv("TRACEWATCH_API_BODY_TIMEOUT", "7")
+    assert CliRunner().invoke(cli, ["api"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["api", "--workers", "2"]).exit_code == 0
+    (_, one), (_, many) = fake.calls
+    assert issubclass(one["http"], HeaderDeadlineProtocol) and one["http"].header_timeout == 3.5
+    # Worker processes get the class by name (it is pickled) and read the env themselves.
+    assert many["http"] is HeaderDeadlineProtocol and pickle.loads(pickle.dumps(many["http"])) is many["http"]
+    assert Settings().api_body_timeout == 7.0
 
 
 def test_bad_api_env_fails_at_startup(cli, env) -> None:
