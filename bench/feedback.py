@@ -32,7 +32,7 @@ CONNECTIONS = 32
 
 def _api_available() -> str | None:
     """None when `python -m stream api` can run, else why not."""
-    for module in ("stream._api", "stream._cmd_api"):
+    for module in ("stream.api._app", "stream.cli._api"):
         try:
             if importlib.util.find_spec(module) is None:
                 return f"{module} does not exist yet"

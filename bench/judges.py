@@ -19,7 +19,7 @@ from typing import Any
 
 from bench._context import Context
 from bench._infra import Namespace, WorkerProc, coverage_states, metric_samples, wait_for_pairs
-from stream.judge_server import JudgeServer
+from stream.cli.judge_server import JudgeServer
 
 __all__ = ["run"]
 

@@ -47,13 +47,14 @@ _COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Redis sink (sinks/_redis, _keys, redis-py)", ("sinks/_redis.py", "sinks/_keys.py", "redis/")),
     ("Prometheus (sinks/_prometheus, prometheus_client)", ("sinks/_prometheus.py", "prometheus_client/")),
     ("Kafka client (aiokafka: fetch, records, lz4, produce)", ("aiokafka/", "kafka/", "cramjam")),
-    ("outbox (stream/_outbox)", ("stream/_outbox.py",)),
+    ("outbox (stream/worker/_outbox)", ("stream/worker/_outbox.py",)),
     ("worker loop, checkpoint, sampling (stream/)", ("stream/",)),
     ("asyncio event loop", ("asyncio/", "selectors.py")),
     ("start-up (imports)", ("<frozen importlib", "dataclasses.py", "pydantic")),
     ("judge client (httpx, httpcore, scorers/_judge*)", ("httpx/", "httpcore/", "h11/", "anyio/", "scorers/_judge")),
 )
-_PLUMBING = ("<frozen", "typer/", "_click/", "asyncio/", "stream/__main__.py", "stream/cli.py", "stream/_runtime.py")
+_PLUMBING = ("<frozen", "typer/", "_click/", "asyncio/", "stream/__main__.py", "stream/cli/_app.py",
+             "stream/worker/_runtime.py")
 
 
 def _component(frame: str) -> str:
@@ -109,7 +110,7 @@ async def _profile(ctx: Context, refs: list[str], judge_latency: float, out: Pat
     judge = None
     env: dict[str, str] = {}
     if any(r[:1].isupper() or "judge" in r for r in refs):
-        from stream.judge_server import JudgeServer
+        from stream.cli.judge_server import JudgeServer
 
         judge = JudgeServer(latency=judge_latency)
         judge.start()

@@ -1,36 +1,105 @@
 """The tracewatch runtime: Kafka, the worker, sampling, the publisher SDK, the API and the CLI.
 
-Apps import the publisher from here: `from stream import TracePublisher`.
+Apps import the publisher from here: `from stream import TracePublisher`. Names resolve lazily
+(PEP 562), so that costs only the SDK: the registry, Redis, the API and the worker are imported
+when first named, not by every app that publishes a trace.
 """
 
-from stream._budget import HourlyBudget
-from stream._config import Settings, Topics
-from stream._exceptions import CommitError, ConfigError, KafkaUnavailableError, PublishError, StreamError
-from stream._filter import FILTER_FIELDS, Filter, FilterClause, FilterError, parse_filter
-from stream._publisher import SyncTracePublisher, TracePublisher, encode_for_wire
-from stream._registry import Registry, RegistryIssue
-from stream._registry_api import (
-    delete_scorer,
-    get_scorer,
-    list_scorers,
-    register_scorer,
-    start_scorer,
-    stop_scorer,
-    update_scorer,
-)
-from stream._registry_records import BudgetConfig, RegistryError, SamplingConfig, ScorerRecord, ScorerVersion
-from stream._registry_watch import RegistryWatcher
-from stream._sampling import sample_u, sampled
-from stream._sdk import (
-    FeedbackError,
-    FeedbackReceipt,
-    alog_expectation,
-    alog_feedback,
-    log_expectation,
-    log_feedback,
-    mint_feedback_token,
-)
-from stream._tokens import TokenClaims, TokenError, verify_feedback_token
+from __future__ import annotations
+
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
+if _TYPE_CHECKING:
+    from stream._config import Settings, Topics
+    from stream._exceptions import CommitError, ConfigError, KafkaUnavailableError, PublishError, StreamError
+    from stream.registry._budget import HourlyBudget
+    from stream.registry._filter import FILTER_FIELDS, Filter, FilterClause, FilterError, parse_filter
+    from stream.registry._functions import (
+        delete_scorer,
+        get_scorer,
+        list_scorers,
+        register_scorer,
+        start_scorer,
+        stop_scorer,
+        update_scorer,
+    )
+    from stream.registry._records import BudgetConfig, RegistryError, SamplingConfig, ScorerRecord, ScorerVersion
+    from stream.registry._registry import Registry, RegistryIssue
+    from stream.registry._watch import RegistryWatcher
+    from stream.sdk._feedback import (
+        FeedbackError,
+        FeedbackReceipt,
+        alog_expectation,
+        alog_feedback,
+        log_expectation,
+        log_feedback,
+        mint_feedback_token,
+    )
+    from stream.sdk._publisher import SyncTracePublisher, TracePublisher, encode_for_wire
+    from stream.sdk._tokens import TokenClaims, TokenError, verify_feedback_token
+    from stream.worker._sampling import sample_u, sampled
+
+_WHERE: dict[str, str] = {
+    "BudgetConfig": "stream.registry._records",
+    "CommitError": "stream._exceptions",
+    "ConfigError": "stream._exceptions",
+    "FILTER_FIELDS": "stream.registry._filter",
+    "FeedbackError": "stream.sdk._feedback",
+    "FeedbackReceipt": "stream.sdk._feedback",
+    "Filter": "stream.registry._filter",
+    "FilterClause": "stream.registry._filter",
+    "FilterError": "stream.registry._filter",
+    "HourlyBudget": "stream.registry._budget",
+    "KafkaUnavailableError": "stream._exceptions",
+    "PublishError": "stream._exceptions",
+    "Registry": "stream.registry._registry",
+    "RegistryError": "stream.registry._records",
+    "RegistryIssue": "stream.registry._registry",
+    "RegistryWatcher": "stream.registry._watch",
+    "SamplingConfig": "stream.registry._records",
+    "ScorerRecord": "stream.registry._records",
+    "ScorerVersion": "stream.registry._records",
+    "Settings": "stream._config",
+    "StreamError": "stream._exceptions",
+    "SyncTracePublisher": "stream.sdk._publisher",
+    "TokenClaims": "stream.sdk._tokens",
+    "TokenError": "stream.sdk._tokens",
+    "Topics": "stream._config",
+    "TracePublisher": "stream.sdk._publisher",
+    "alog_expectation": "stream.sdk._feedback",
+    "alog_feedback": "stream.sdk._feedback",
+    "delete_scorer": "stream.registry._functions",
+    "encode_for_wire": "stream.sdk._publisher",
+    "get_scorer": "stream.registry._functions",
+    "list_scorers": "stream.registry._functions",
+    "log_expectation": "stream.sdk._feedback",
+    "log_feedback": "stream.sdk._feedback",
+    "mint_feedback_token": "stream.sdk._feedback",
+    "parse_filter": "stream.registry._filter",
+    "register_scorer": "stream.registry._functions",
+    "sample_u": "stream.worker._sampling",
+    "sampled": "stream.worker._sampling",
+    "start_scorer": "stream.registry._functions",
+    "stop_scorer": "stream.registry._functions",
+    "update_scorer": "stream.registry._functions",
+    "verify_feedback_token": "stream.sdk._tokens",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stream' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value  # resolved once; later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "FILTER_FIELDS",

@@ -1,5 +1,5 @@
 """`python -m stream` is the `tracewatch` command."""
 
-from stream.cli import main
+from stream.cli._app import main
 
 main()

@@ -99,7 +99,7 @@ def _delete_topics(s: Settings) -> None:
 @pytest.fixture(scope="module")
 def judge_server():
     """A fake judge (`JudgeServer`) on loopback, one per test module; `fresh_judge` resets it per test."""
-    from stream.judge_server import JudgeServer
+    from stream.cli.judge_server import JudgeServer
 
     with JudgeServer() as srv:
         yield srv

@@ -61,7 +61,7 @@ def fresh_judge(server: Any, **overrides: Any) -> Any:
     import time
     from dataclasses import asdict
 
-    from stream.judge_server import JudgeServerConfig
+    from stream.cli.judge_server import JudgeServerConfig
 
     server.configure(**{**asdict(JudgeServerConfig()), **overrides})
     deadline = time.monotonic() + 2.0

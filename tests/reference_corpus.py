@@ -102,7 +102,7 @@ BEFORE_IMPORT: tuple[str, ...] = (
     "scorers._resolve:resolve_scorer('os:system')",
     "scorers:no_error",
     "scorers._builtin:no_error",
-    "stream._registry:Registry",
+    "stream.registry._registry:Registry",
     "sinks:RegistryStore",
     "os:system('touch {flag}')",
     "__import__('os').system('touch {flag}')",

@@ -380,7 +380,7 @@ def parse_cli(args: list[str]) -> dict[str, Any]:
     """Parse a `tracewatch ...` command line with our CLI (options and types), without running it."""
     import typer.main
 
-    from stream.cli import app
+    from stream.cli._app import app
 
     cmd: Any = typer.main.get_command(app)
     name = "tracewatch"
@@ -399,7 +399,7 @@ def test_service_commands_parse(services: dict[str, dict[str, Any]], name: str) 
     params = parse_cli(command(service))
     if name == "worker":
         from scorers import resolve_scorer
-        from stream._scorer_set import parse_scorer_option
+        from stream.registry._scorer_set import parse_scorer_option
 
         assert params["scorer"]
         for ref in params["scorer"]:

@@ -20,14 +20,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from scorers import Assessment, AssessmentError
 from sinks import RedisSink
-from stream._api import create_app
-from stream._api_models import ApiOptions
-from stream._cmd_api import ApiServer
 from stream._config import Settings
 from stream._events import FeedbackEvent
 from stream._kafka import create_topics, topic_partitions
-from stream._sdk import log_feedback
-from stream._tokens import mint_feedback_token
+from stream.api._app import create_app
+from stream.api._models import ApiOptions
+from stream.cli._api import ApiServer
+from stream.sdk._feedback import log_feedback
+from stream.sdk._tokens import mint_feedback_token
 
 pytestmark = pytest.mark.integration
 

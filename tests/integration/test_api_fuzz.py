@@ -17,11 +17,11 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
 
-from stream._api import create_app
-from stream._api_models import ApiOptions
-from stream._cmd_api import ApiServer
 from stream._config import Settings
 from stream._kafka import create_topics
+from stream.api._app import create_app
+from stream.api._models import ApiOptions
+from stream.cli._api import ApiServer
 
 pytestmark = pytest.mark.integration
 

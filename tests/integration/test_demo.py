@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from stream._demo import DemoOptions, run_demo, stop_demo
+from stream.cli._demo import DemoOptions, run_demo, stop_demo
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration

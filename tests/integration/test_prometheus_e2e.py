@@ -109,8 +109,8 @@ def compress_rules(src: Path, dest: Path) -> Path:
 def api_server(settings: Settings) -> Any | None:
     """An `ApiServer` for the API app, or None when the API is not importable in this tree."""
     try:
-        from stream._api import create_app
-        from stream._cmd_api import ApiServer
+        from stream.api._app import create_app
+        from stream.cli._api import ApiServer
     except ImportError:
         return None
     app = create_app(settings.model_copy(update={"api_keys": ["e2e-test-key"]}))

@@ -22,13 +22,13 @@ from typer.testing import CliRunner
 
 from scorers import Scorer, scorer, trace_from_dict
 from sinks import RegistryStore
-from stream._budget import HourlyBudget
-from stream._cmd_scorers import scorers_app
 from stream._config import Settings
-from stream._registry import Registry
-from stream._registry_api import get_scorer, list_scorers, register_scorer, start_scorer, stop_scorer
-from stream._registry_records import BudgetConfig, RegistryError, SamplingConfig, utcnow
-from stream._registry_watch import RegistryWatcher
+from stream.cli._scorers import scorers_app
+from stream.registry._budget import HourlyBudget
+from stream.registry._functions import get_scorer, list_scorers, register_scorer, start_scorer, stop_scorer
+from stream.registry._records import BudgetConfig, RegistryError, SamplingConfig, utcnow
+from stream.registry._registry import Registry
+from stream.registry._watch import RegistryWatcher
 
 pytestmark = pytest.mark.integration
 

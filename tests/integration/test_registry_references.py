@@ -20,9 +20,9 @@ import redis.asyncio as aioredis
 
 from sinks import RegistryStore
 from stream._config import Settings
-from stream._registry import Registry
-from stream._registry_records import RegistryError, SamplingConfig, utcnow
-from stream._registry_watch import RegistryWatcher
+from stream.registry._records import RegistryError, SamplingConfig, utcnow
+from stream.registry._registry import Registry
+from stream.registry._watch import RegistryWatcher
 from tests.reference_corpus import AFTER_IMPORT, ALLOW, BEFORE_IMPORT, MARKER
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ import pytest
 from sinks import RedisSink
 from stream import Settings, sample_u
 from stream._kafka import create_topics
-from stream._registry import Registry
-from stream._registry_records import SamplingConfig
-from stream._runtime import WorkerHandle, run_worker
+from stream.registry._records import SamplingConfig
+from stream.registry._registry import Registry
+from stream.worker._runtime import WorkerHandle, run_worker
 from tests.helpers import synth_traces
 from tests.integration.test_worker import publish
 
@@ -90,8 +90,8 @@ async def test_live_changes_reach_a_running_worker(settings: Settings, fixture_b
 
 
 async def test_judge_budget_skips_with_reason_once_spent(settings: Settings, fixture_bytes: list[bytes]) -> None:
-    from stream._registry_records import BudgetConfig
-    from stream.judge_server import JudgeServer
+    from stream.cli.judge_server import JudgeServer
+    from stream.registry._records import BudgetConfig
 
     await create_topics(settings)
     items = list(synth_traces(fixture_bytes, 40, seed=50))

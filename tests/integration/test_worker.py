@@ -16,9 +16,9 @@ from scorers import resolve_scorer
 from sinks import RedisSink
 from stream import Settings, TracePublisher, sample_u
 from stream._kafka import create_topics
-from stream._runtime import WorkerHandle, run_worker
-from stream._scorer_set import ScorerSet, parse_scorer_option
-from stream._worker import WorkerOptions
+from stream.registry._scorer_set import ScorerSet, parse_scorer_option
+from stream.worker._loop import WorkerOptions
+from stream.worker._runtime import WorkerHandle, run_worker
 from tests.helpers import parse_metrics, synth_traces
 
 pytestmark = pytest.mark.integration
@@ -192,7 +192,7 @@ async def test_malformed_messages_go_to_dlq(settings: Settings, fixture_bytes: l
 
 async def test_judge_scorer_through_worker_with_judge_server(settings: Settings, fixture_bytes: list[bytes]) -> None:
     """A judge on every trace, the judge server answering slowly with some 429s: all scored, capped."""
-    from stream.judge_server import JudgeServer
+    from stream.cli.judge_server import JudgeServer
 
     await create_topics(settings)
     items = list(synth_traces(fixture_bytes, 300, seed=13))

@@ -21,7 +21,7 @@ from scorers import (
     scorer,
     summarize,
 )
-from stream._cmd_evaluate import evaluate_command
+from stream.cli._evaluate import evaluate_command
 from tests.helpers import synth_traces
 
 from .conftest import build_trace_dict
@@ -190,7 +190,7 @@ def cli():
     app.command("evaluate")(evaluate_command)
 
     @app.command("noop")
-    def noop() -> None:  # a second command keeps `evaluate` a subcommand, as in stream/cli.py
+    def noop() -> None:  # a second command keeps `evaluate` a subcommand, as in stream/cli/_app.py
         """Nothing."""
 
     runner = CliRunner()

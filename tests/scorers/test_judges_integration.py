@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from scorers import Guidelines, JudgeClient, Safety, evaluate, make_judge
-from stream._cmd_evaluate import evaluate_command
+from stream.cli._evaluate import evaluate_command
 from tests.helpers import fresh_judge
 
 pytestmark = pytest.mark.integration

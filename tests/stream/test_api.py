@@ -17,13 +17,13 @@ from aiokafka.errors import KafkaTimeoutError
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import StarletteDeprecationWarning
 
-import stream._api_auth as api_auth
+import stream.api._auth as api_auth
 from sinks import Aggregate, SinkUnavailableError
-from stream._api import create_app
-from stream._api_models import ApiOptions, window_minutes
 from stream._config import Settings
 from stream._events import FeedbackEvent
-from stream._tokens import mint_feedback_token, verify_feedback_token
+from stream.api._app import create_app
+from stream.api._models import ApiOptions, window_minutes
+from stream.sdk._tokens import mint_feedback_token, verify_feedback_token
 
 with warnings.catch_warnings():  # starlette would rather have httpx2; httpx works the same here
     warnings.simplefilter("ignore", StarletteDeprecationWarning)

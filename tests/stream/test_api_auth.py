@@ -8,7 +8,7 @@ import httpx
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
-from stream._cmd_api import ApiServer
+from stream.cli._api import ApiServer
 from tests.stream.test_api import KEY, TID, FakeProducer, assert_error, make_app, token
 
 with warnings.catch_warnings():  # starlette would rather have httpx2; httpx works the same here

@@ -8,9 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
-import stream._runtime as runtime
+import stream.worker._runtime as runtime
 from sinks import serve_metrics
-from stream.cli import _env_of, app
+from stream.cli._app import _env_of, app
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import stream._cmd_api as cmd_api
+import stream.cli._api as cmd_api
 from stream._config import Settings
-from stream._deadline import HeaderDeadlineProtocol
 from stream._exceptions import ConfigError
+from stream.api._deadline import HeaderDeadlineProtocol
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_flags_override_and_workers_use_the_factory(cli, env) -> None:
     assert result.exit_code == 0, result.output
     assert "warning" not in result.output
     [(target, kwargs)] = fake.calls
-    assert target == "stream._cmd_api:app_from_env"
+    assert target == "stream.cli._api:app_from_env"
     assert (kwargs["host"], kwargs["port"], kwargs["workers"], kwargs["factory"]) == ("0.0.0.0", 9999, 3, True)
 
 

@@ -8,8 +8,8 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream._checkpoint import DeadLetter
-from stream._dead_letter import MIN_DEAD_LETTER_BYTES, dead_letter_limit, dead_letter_record, record_size
+from stream.worker._checkpoint import DeadLetter
+from stream.worker._dead_letter import MIN_DEAD_LETTER_BYTES, dead_letter_limit, dead_letter_record, record_size
 
 BROKER_MAX = 4 * 1024 * 1024  # message.max.bytes of deploy/local/stack.py
 

@@ -1,7 +1,7 @@
 """Slow clients against the served API (uvicorn on loopback, real sockets; Kafka and Redis faked).
 
-A client that trickles its headers is cut off by the header deadline (`stream._deadline`), one
-that trickles its body gets 408 (`stream._limits`); neither holds a connection for long, and a
+A client that trickles its headers is cut off by the header deadline (`stream.api._deadline`), one
+that trickles its body gets 408 (`stream.api._limits`); neither holds a connection for long, and a
 request whose headers and body arrived in time may take as long as its handler needs.
 """
 
@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream._cmd_api import ApiServer
 from stream._config import Settings
-from stream._deadline import HeaderDeadlineProtocol
+from stream.api._deadline import HeaderDeadlineProtocol
+from stream.cli._api import ApiServer
 from tests.stream.test_api import KEY, TID, FakeProducer, make_app
 
 HEADER_TIMEOUT = 1.0

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scorers import trace_from_dict
-from stream._filter import FilterError, parse_filter
+from stream.registry._filter import FilterError, parse_filter
 
 # -- building traces -----------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stream._events import FeedbackEvent
-from stream._join import to_record
+from stream.worker._rerun import to_record
 
 
 def test_separators_are_kept_so_users_and_names_stay_apart() -> None:

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from stream.judge_server import FakeJudge, JudgeServerConfig
+from stream.cli.judge_server import FakeJudge, JudgeServerConfig
 from tests.helpers import fresh_judge
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,7 +124,7 @@ def test_config_validation_and_app_without_server() -> None:
 
 def test_module_cli_help() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "stream.judge_server", "--help"],
+        [sys.executable, "-m", "stream.cli.judge_server", "--help"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream._limits import BodyLimitMiddleware
+from stream.api._limits import BodyLimitMiddleware
 
 
 class Recorder:

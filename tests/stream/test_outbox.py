@@ -10,11 +10,11 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
 from sinks import Metrics
-from stream._checkpoint import DeadLetter, Entry
 from stream._config import Topics
-from stream._dead_letter import MIN_DEAD_LETTER_BYTES, record_size
 from stream._exceptions import KafkaUnavailableError
-from stream._outbox import Outbox
+from stream.worker._checkpoint import DeadLetter, Entry
+from stream.worker._dead_letter import MIN_DEAD_LETTER_BYTES, record_size
+from stream.worker._outbox import Outbox
 
 
 class FakeBatch:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream._ratelimit import RateLimit, RateLimiter
+from stream.api._ratelimit import RateLimit, RateLimiter
 
 
 class Clock:

@@ -17,11 +17,10 @@ from typer.testing import CliRunner
 
 from scorers import Scorer, make_judge, scorer
 from sinks import RegistryStore
-from stream._budget import HourlyBudget
-from stream._cmd_scorers import scorers_app
 from stream._config import Settings
-from stream._registry import Registry
-from stream._registry_records import (
+from stream.cli._scorers import scorers_app
+from stream.registry._budget import HourlyBudget
+from stream.registry._records import (
     BudgetConfig,
     RegistryError,
     SamplingConfig,
@@ -30,7 +29,8 @@ from stream._registry_records import (
     one_message,
     utcnow,
 )
-from stream._registry_resolve import build_scorer, define, renamed
+from stream.registry._registry import Registry
+from stream.registry._resolve import build_scorer, define, renamed
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 ALLOW = ("tests.stream",)

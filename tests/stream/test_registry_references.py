@@ -33,11 +33,11 @@ from scorers import (
     resolve_scorer,
 )
 from sinks import RegistryStore
-from stream._cmd_scorers import scorers_app
 from stream._config import Settings
-from stream._registry import Registry
-from stream._registry_records import RegistryError, ScorerVersion, utcnow
-from stream._registry_resolve import check_allowed, define
+from stream.cli._scorers import scorers_app
+from stream.registry._records import RegistryError, ScorerVersion, utcnow
+from stream.registry._registry import Registry
+from stream.registry._resolve import check_allowed, define
 from tests.reference_corpus import AFTER_IMPORT, ALLOW, BEFORE_IMPORT, MARKER
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,7 +152,7 @@ def test_corpus_is_refused_without_an_allowlist_too(marks: Marks) -> None:
 
 
 def test_worker_scorer_option_uses_the_same_grammar(marks: Marks) -> None:
-    from stream._scorer_set import parse_scorer_option
+    from stream.registry._scorer_set import parse_scorer_option
 
     for ref in (f"{MARKER}:os.system('touch {marks.flag}')@1.0", f"{MARKER}:Holder.make()@0.5"):
         with pytest.raises(ScorerDefinitionError):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import xxhash
 
-from stream._sampling import sample_u, sampled
+from stream.worker._sampling import sample_u, sampled
 
 
 def test_u_is_xxh64_over_2_64() -> None:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from stream._exceptions import ConfigError
-from stream._sdk import (
+from stream.sdk._feedback import (
     FeedbackError,
     alog_expectation,
     alog_feedback,
@@ -17,7 +17,7 @@ from stream._sdk import (
     log_feedback,
     mint_feedback_token,
 )
-from stream._tokens import verify_feedback_token
+from stream.sdk._tokens import verify_feedback_token
 from tests.stream.test_api import KEY, SECRET, TID, FakeProducer, make_app
 
 with warnings.catch_warnings():

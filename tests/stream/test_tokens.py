@@ -8,8 +8,8 @@ import hmac
 import orjson
 import pytest
 
-import stream._tokens as tokens
-from stream._tokens import (
+import stream.sdk._tokens as tokens
+from stream.sdk._tokens import (
     MAX_TOKEN_CHARS,
     TokenError,
     decode_feedback_token,

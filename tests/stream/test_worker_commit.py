@@ -17,11 +17,11 @@ from aiokafka.errors import CommitFailedError, GroupAuthorizationFailedError, Il
 from prometheus_client import CollectorRegistry
 
 from sinks import Metrics
-from stream._checkpoint import Entry
 from stream._config import Settings
 from stream._exceptions import CommitError, KafkaUnavailableError
-from stream._scorer_set import ScorerSet
-from stream._worker import Worker
+from stream.registry._scorer_set import ScorerSet
+from stream.worker._checkpoint import Entry
+from stream.worker._loop import Worker
 
 TP0 = TopicPartition("tw.traces", 0)
 TP1 = TopicPartition("tw.traces", 1)

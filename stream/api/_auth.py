@@ -27,9 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
-from stream._api_models import ApiOptions, FieldError, error_response
-from stream._ratelimit import RateLimit
-from stream._tokens import TokenClaims, TokenError, decode_feedback_token
+from stream.api._models import ApiOptions, FieldError, error_response
+from stream.api._ratelimit import RateLimit
+from stream.sdk._tokens import TokenClaims, TokenError, decode_feedback_token
 
 __all__ = [
     "ApiError",
@@ -42,7 +42,7 @@ __all__ = [
     "unavailable",
 ]
 
-log = logging.getLogger("stream._api")
+log = logging.getLogger("stream.api._app")
 
 RETRY_AFTER: Final = "1"
 _PRINCIPAL: Final = "tracewatch.principal"

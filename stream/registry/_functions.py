@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 from scorers import Scorer
 from stream._config import Settings
-from stream._registry import Registry
-from stream._registry_records import BudgetConfig, SamplingConfig, ScorerRecord
+from stream.registry._records import BudgetConfig, SamplingConfig, ScorerRecord
+from stream.registry._registry import Registry
 
 __all__ = [
     "delete_scorer",

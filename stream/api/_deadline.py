@@ -7,7 +7,7 @@ of such clients (slowloris) exhaust a server. `HeaderDeadlineProtocol` is uvicor
 protocol with one timer: armed when the connection opens and again whenever a response
 completes (the connection then waits for its next request), cancelled as soon as a request's
 headers are complete; when it fires, the connection is closed. The body has its own deadline,
-enforced where it is read (`stream._limits.BodyLimitMiddleware`, which answers 408).
+enforced where it is read (`stream.api._limits.BodyLimitMiddleware`, which answers 408).
 
 It is the h11 protocol on purpose: uvicorn's default is httptools when that is installed, and
 pinning one implementation keeps this timer's hooks (`cycle`, `on_response_complete`) the ones

@@ -17,11 +17,11 @@ from typing import Any
 
 from scorers import Assessment
 from sinks import FeedbackRecord, Metrics, RedisSink, SinkUnavailableError, WriteResult
-from stream._checkpoint import DeadLetter, Entry
 from stream._config import Topics
-from stream._dead_letter import MIN_DEAD_LETTER_BYTES, dead_letter_limit, dead_letter_record
 from stream._exceptions import KafkaUnavailableError
 from stream._kafka import TOO_LARGE_ERRORS, AIOKafkaProducer, KafkaError
+from stream.worker._checkpoint import DeadLetter, Entry
+from stream.worker._dead_letter import MIN_DEAD_LETTER_BYTES, dead_letter_limit, dead_letter_record
 
 __all__ = ["Outbox"]
 
@@ -47,7 +47,7 @@ class Outbox:
         max_retry_interval: float = 5.0,
         dead_letter_limit: int = _DEFAULT_DEAD_LETTER_LIMIT,
     ) -> None:
-        """`dead_letter_limit` is the largest DLQ record to send (see `stream._dead_letter.dead_letter_limit`)."""
+        """`dead_letter_limit` is the largest DLQ record to send (see `_dead_letter.dead_letter_limit`)."""
         self._producer = producer
         self._topics = topics
         self.redis = redis  # also read by the worker for expectation re-runs

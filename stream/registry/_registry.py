@@ -15,7 +15,7 @@ Passing `sampling_config` to `register` registers and starts in one step.
 
 MLflow's `my_scorer.register()` / `.start()` sugar would need `scorers` to import `stream`,
 which the layering forbids; the module-level functions `register_scorer`, `start_scorer`, ...
-are the synchronous shortcuts instead (see `stream._registry_api`).
+are the synchronous shortcuts instead (see `stream.registry._functions`).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from pydantic import ValidationError
 
 from scorers import Scorer
 from sinks import RegistryStore
-from stream._budget import HourlyBudget
 from stream._config import Settings
-from stream._filter import parse_filter
-from stream._registry_records import (
+from stream.registry._budget import HourlyBudget
+from stream.registry._filter import parse_filter
+from stream.registry._records import (
     BudgetConfig,
     RegistryError,
     SamplingConfig,
@@ -44,8 +44,8 @@ from stream._registry_records import (
     one_message,
     utcnow,
 )
-from stream._registry_resolve import build_scorer, define
-from stream._scorer_set import ActiveScorer, ScorerSet
+from stream.registry._resolve import build_scorer, define
+from stream.registry._scorer_set import ActiveScorer, ScorerSet
 
 __all__ = ["Registry", "RegistryIssue"]
 

@@ -35,9 +35,9 @@ from scorers import (
     parse_reference,
     resolve_scorer,
 )
-from stream._registry_records import RegistryError, ScorerVersion
+from stream.registry._records import RegistryError, ScorerVersion
 
-# Internal to the registry (`stream._registry` and its tests): nothing here is public API.
+# Internal to the registry (`stream.registry._registry` and its tests): nothing here is public API.
 __all__: list[str] = []
 
 _ENV: Final = "TRACEWATCH_SCORER_MODULES"

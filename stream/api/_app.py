@@ -11,7 +11,7 @@ A request passes, outermost first:
 3. the rate limit, keyed by who the credentials say the client is (API key, token's trace
    and user, or IP), before any byte of the body is read;
 4. the body limit (413 before the body is read past the limit) and deadline (408 when the
-   body takes over `api_body_timeout`; the headers' deadline is the server's, `stream._deadline`);
+   body takes over `api_body_timeout`; the headers' deadline is the server's, `stream.api._deadline`);
 5. FastAPI: authentication, then body validation (422 naming the field), then the handler.
 
 Nothing is half-written: a 202 means Kafka acknowledged the event; any failure to get that
@@ -37,7 +37,11 @@ from starlette.routing import Route
 
 from scorers import MAX_ID_CHARS, MAX_NAME_CHARS, DecodeError
 from sinks import Aggregate, RedisSink, SinkError, metrics_asgi_app
-from stream._api_auth import (
+from stream._config import Settings
+from stream._events import FeedbackEvent
+from stream._exceptions import KafkaUnavailableError, StreamError
+from stream._kafka import kafka_errors, make_producer
+from stream.api._auth import (
     ApiError,
     Auth,
     Principal,
@@ -47,8 +51,9 @@ from stream._api_auth import (
     token_refusal,
     unavailable,
 )
-from stream._api_metrics import AsgiEndpoint, HttpMetrics, MetricsMiddleware
-from stream._api_models import (
+from stream.api._limits import BodyLimitMiddleware
+from stream.api._metrics import AsgiEndpoint, HttpMetrics, MetricsMiddleware
+from stream.api._models import (
     WINDOW_PATTERN,
     Accepted,
     ApiOptions,
@@ -65,14 +70,9 @@ from stream._api_models import (
     TraceResults,
     window_minutes,
 )
-from stream._config import Settings
-from stream._events import FeedbackEvent
-from stream._exceptions import KafkaUnavailableError, StreamError
-from stream._kafka import kafka_errors, make_producer
-from stream._limits import BodyLimitMiddleware
-from stream._publisher import encode_for_wire
-from stream._ratelimit import RateLimiter, RateLimitMiddleware
-from stream._tokens import TokenError, mint_feedback_token
+from stream.api._ratelimit import RateLimiter, RateLimitMiddleware
+from stream.sdk._publisher import encode_for_wire
+from stream.sdk._tokens import TokenError, mint_feedback_token
 
 __all__ = ["Producer", "RegistryLister", "ResultStore", "create_app"]
 
@@ -522,7 +522,7 @@ def create_app(
         tags=["feedback"],
     )
     async def post_token(body: TokenRequest) -> TokenResponse:
-        """Mint a feedback token for a browser (see `stream._tokens` for the format)."""
+        """Mint a feedback token for a browser (see `stream.sdk._tokens` for the format)."""
         if not auth.secrets:
             raise ApiError(501, "tokens_disabled", "feedback tokens are disabled: set TRACEWATCH_FEEDBACK_SECRETS")
         now = time.time()

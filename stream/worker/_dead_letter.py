@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 
-from stream._checkpoint import DeadLetter
+from stream.worker._checkpoint import DeadLetter
 
 __all__ = [
     "MIN_DEAD_LETTER_BYTES",

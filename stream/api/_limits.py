@@ -9,7 +9,7 @@ never see a request whose size was not checked.
 The body also has a deadline (`body_timeout`, counted from when the app starts reading it): a
 client trickling its body gets 408 and the connection is closed, so slow clients cannot hold
 connections and buffers open (uvicorn has no body timeout; the header deadline is
-`stream._deadline`).
+`stream.api._deadline`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stream._api_models import error_response
+from stream.api._models import error_response
 
 __all__ = ["BodyLimitMiddleware"]
 

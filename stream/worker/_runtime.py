@@ -17,7 +17,6 @@ from prometheus_client import CollectorRegistry
 from scorers import JudgeClient
 from sinks import Metrics, RedisSink, serve_metrics
 from stream._config import Settings
-from stream._dead_letter import dead_letter_limit
 from stream._kafka import (
     kafka_errors,
     make_consumer,
@@ -25,11 +24,12 @@ from stream._kafka import (
     producer_max_request_size,
     topic_max_message_bytes,
 )
-from stream._outbox import Outbox
-from stream._registry import Registry
-from stream._registry_watch import RegistryWatcher
-from stream._scorer_set import ScorerSet
-from stream._worker import Worker, WorkerOptions
+from stream.registry._registry import Registry
+from stream.registry._scorer_set import ScorerSet
+from stream.registry._watch import RegistryWatcher
+from stream.worker._dead_letter import dead_letter_limit
+from stream.worker._loop import Worker, WorkerOptions
+from stream.worker._outbox import Outbox
 
 __all__ = ["WorkerHandle", "bind_judges", "run_worker"]
 

@@ -244,7 +244,7 @@ class ExpectationBody(BaseModel):
 
 
 class TokenRequest(BaseModel):
-    """`POST /v1/feedback-tokens`: what the token allows (see `stream._tokens`)."""
+    """`POST /v1/feedback-tokens`: what the token allows (see `stream.sdk._tokens`)."""
 
     model_config = _STRICT
 

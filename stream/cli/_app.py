@@ -76,7 +76,7 @@ def publish(
     In a folder, JSON files that are not traces at all (no `info` object) are listed and ignored.
     """
     from scorers import DecodeError, iter_traces
-    from stream._publisher import TracePublisher, encode_for_wire
+    from stream.sdk._publisher import TracePublisher, encode_for_wire
 
     settings = _settings(kafka_bootstrap=bootstrap)
     items = list(iter_traces(path))
@@ -220,7 +220,7 @@ def worker(
             codes = [c.wait() for c in children]
         raise typer.Exit(max(codes, default=0))
 
-    from stream._worker import WorkerOptions
+    from stream.worker._loop import WorkerOptions
 
     try:
         source = _scorer_source(settings, refs) if refs else None
@@ -229,7 +229,7 @@ def worker(
         raise typer.Exit(2) from None
     if source is None:
         console.print("no --scorer given: following the scorer registry in Redis (`tracewatch scorers --help`)")
-    from stream._runtime import run_worker
+    from stream.worker._runtime import run_worker
 
     opts = WorkerOptions(max_records=max_records, judge_max_in_flight=settings.judge_max_in_flight)
     try:
@@ -252,7 +252,7 @@ def _env_of(settings: Settings) -> dict[str, str]:
 def _scorer_source(settings: Settings, refs: list[str]):  # type: ignore[no-untyped-def]
     """Scorers from the command line (fixed for the process's life)."""
     from scorers import resolve_scorer
-    from stream._scorer_set import ScorerSet, parse_scorer_option
+    from stream.registry._scorer_set import ScorerSet, parse_scorer_option
 
     snapshot = ScorerSet.of([parse_scorer_option(r, resolve_scorer) for r in refs])
     return lambda: snapshot
@@ -269,7 +269,7 @@ def demo(
     Leaves the worker, the API and the (simulated) judge running so you can explore
     /metrics and the API; `tracewatch demo --stop` stops them, `make down` stops Kafka/Redis.
     """
-    from stream._demo import DemoOptions, run_demo, stop_demo
+    from stream.cli._demo import DemoOptions, run_demo, stop_demo
 
     if stop:
         stop_demo(out)
@@ -293,16 +293,16 @@ def bench(ctx: typer.Context) -> None:
 
 def _register_optional_commands() -> None:
     """Commands from modules written separately; each registers itself here by name."""
-    from stream._cmd_evaluate import evaluate_command
+    from stream.cli._evaluate import evaluate_command
 
     app.command("evaluate")(evaluate_command)
-    from stream.judge_server import judge_server_command
+    from stream.cli.judge_server import judge_server_command
 
     app.command("judge-server")(judge_server_command)
-    from stream._cmd_api import api_command
+    from stream.cli._api import api_command
 
     app.command("api")(api_command)
-    from stream._cmd_scorers import scorers_app
+    from stream.cli._scorers import scorers_app
 
     app.add_typer(scorers_app, name="scorers")
 

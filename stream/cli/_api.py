@@ -15,12 +15,12 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from stream._api import create_app
-from stream._api_models import ApiOptions
 from stream._config import Settings
-from stream._deadline import HeaderDeadlineProtocol
 from stream._exceptions import ConfigError
-from stream._serve import BackgroundServer
+from stream.api._app import create_app
+from stream.api._deadline import HeaderDeadlineProtocol
+from stream.api._models import ApiOptions
+from stream.api._serve import BackgroundServer
 
 __all__ = ["ApiServer", "api_command", "app_from_env", "check_settings"]
 
@@ -111,7 +111,7 @@ def api_command(
     if workers == 1:
         uvicorn.run(create_app(settings, options=options), **common)
     else:
-        uvicorn.run("stream._cmd_api:app_from_env", factory=True, workers=workers, **common)
+        uvicorn.run("stream.cli._api:app_from_env", factory=True, workers=workers, **common)
 
 
 class ApiServer(BackgroundServer):

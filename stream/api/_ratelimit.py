@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stream._api_models import error_response
+from stream.api._models import error_response
 
 __all__ = ["RateLimit", "RateLimitMiddleware", "RateLimiter"]
 

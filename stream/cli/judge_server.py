@@ -13,7 +13,7 @@ can succeed): `rate_429` (with `Retry-After`), `rate_500`, `garbage_rate`, plus 
 `latency` and random `jitter`. `GET /stats` reports requests by status and the current and
 maximum number of requests in flight, which is how tests check a client's concurrency cap.
 
-Run it with `python -m stream.judge_server --port 8900`, or in tests with
+Run it with `python -m stream.cli.judge_server --port 8900`, or in tests with
 `with JudgeServer(rate_429=0.5) as srv: ... srv.base_url ... srv.stats()`.
 """
 
@@ -36,7 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from stream._serve import BackgroundServer
+from stream.api._serve import BackgroundServer
 
 __all__ = ["FakeJudge", "JudgeServer", "JudgeServerConfig", "judge_server_command", "serve"]
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from scorers import ScorerDefinitionError, parse_reference
 from stream._exceptions import StreamError
-from stream._filter import FilterError, parse_filter
+from stream.registry._filter import FilterError, parse_filter
 
 __all__ = ["BudgetConfig", "RegistryError", "SamplingConfig", "ScorerRecord", "ScorerVersion"]
 

@@ -21,8 +21,8 @@ import logging
 import time
 
 from sinks import RegistryChanges, SinkError
-from stream._registry import Registry, RegistryIssue
-from stream._scorer_set import ScorerSet
+from stream.registry._registry import Registry, RegistryIssue
+from stream.registry._scorer_set import ScorerSet
 
 __all__ = ["RegistryWatcher"]
 

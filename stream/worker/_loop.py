@@ -26,15 +26,15 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from scorers import Assessment, AssessmentError, DecodeError, Trace, assessments_for, decode_trace
 from sinks import Metrics
-from stream._checkpoint import Checkpoint, DeadLetter, Entry
 from stream._config import Settings
 from stream._events import FeedbackEvent
 from stream._exceptions import CommitError
-from stream._join import compress_trace, needs_raw, rerun_with_expectations, to_record
 from stream._kafka import REBALANCED_ERRORS, AIOKafkaConsumer, KafkaError
-from stream._outbox import Outbox
-from stream._sampling import sample_u
-from stream._scorer_set import ActiveScorer, ScorerSet
+from stream.registry._scorer_set import ActiveScorer, ScorerSet
+from stream.worker._checkpoint import Checkpoint, DeadLetter, Entry
+from stream.worker._outbox import Outbox
+from stream.worker._rerun import compress_trace, needs_raw, rerun_with_expectations, to_record
+from stream.worker._sampling import sample_u
 
 __all__ = ["Worker", "WorkerOptions"]
 

@@ -18,8 +18,8 @@ import orjson
 from scorers import Assessment, DecodeError, Trace, assessments_for, decode_trace
 from sinks import FeedbackRecord, RedisSink
 from stream._events import FeedbackEvent, thumb_of
-from stream._sampling import sample_u
-from stream._scorer_set import ActiveScorer
+from stream.registry._scorer_set import ActiveScorer
+from stream.worker._sampling import sample_u
 
 __all__ = ["compress_trace", "needs_raw", "rerun_with_expectations", "to_record"]
 

@@ -28,14 +28,14 @@ from rich.table import Table
 
 from sinks import SinkError
 from stream._config import Settings
-from stream._registry import Registry
-from stream._registry_records import (
+from stream.registry._records import (
     BudgetConfig,
     RegistryError,
     SamplingConfig,
     ScorerRecord,
     one_message,
 )
+from stream.registry._registry import Registry
 
 __all__ = ["scorers_app"]
 

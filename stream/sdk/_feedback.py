@@ -28,8 +28,8 @@ from typing import Any, Final
 import httpx
 
 from stream._exceptions import ConfigError, StreamError
-from stream._tokens import DEFAULT_TOKEN_TTL
-from stream._tokens import mint_feedback_token as _mint
+from stream.sdk._tokens import DEFAULT_TOKEN_TTL
+from stream.sdk._tokens import mint_feedback_token as _mint
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -335,14 +335,14 @@ def mint_feedback_token(
     user_id: str | None = None,
     ttl_s: float = DEFAULT_TOKEN_TTL,
 ) -> str:
-    """Mint a feedback token for the page that shows this trace's answer (see `stream._tokens`).
+    """Mint a feedback token for the page that shows this trace's answer (see `stream.sdk._tokens`).
 
     The secret defaults to the first of `TRACEWATCH_FEEDBACK_SECRETS`: the app and the API
     share it, so the app mints locally without a network call.
 
     Raises:
         ConfigError: No secret given and none in the environment.
-        ValueError: The claims are invalid (see `stream._tokens.mint_feedback_token`).
+        ValueError: The claims are invalid (see `stream.sdk._tokens.mint_feedback_token`).
     """
     secret = secret or _first("TRACEWATCH_FEEDBACK_SECRETS")
     if not secret:

@@ -27,12 +27,12 @@ from rich.table import Table
 
 from sinks import RedisSink
 from stream._config import Settings
-from stream._demo_traffic import PHASES, DemoTrace, demo_traffic
 from stream._kafka import create_topics
-from stream._publisher import TracePublisher
-from stream._registry import Registry
-from stream._registry_records import SamplingConfig
-from stream._tokens import mint_feedback_token
+from stream.cli._demo_traffic import PHASES, DemoTrace, demo_traffic
+from stream.registry._records import SamplingConfig
+from stream.registry._registry import Registry
+from stream.sdk._publisher import TracePublisher
+from stream.sdk._tokens import mint_feedback_token
 
 __all__ = ["DemoOptions", "run_demo", "stop_demo"]
 
@@ -205,7 +205,7 @@ async def run_demo(opts: DemoOptions, console: Console) -> int:
             "[bold]2/6[/] judge: [yellow]SIMULATED[/] judge server (set TRACEWATCH_JUDGE_BASE_URL for a real one)"
         )
         procs["judge"] = _spawn(
-            "judge", ["-m", "stream.judge_server", "--port", str(opts.judge_port), "--latency", "0.05"], env
+            "judge", ["-m", "stream.cli.judge_server", "--port", str(opts.judge_port), "--latency", "0.05"], env
         )
         env["TRACEWATCH_JUDGE_BASE_URL"] = f"http://127.0.0.1:{opts.judge_port}/v1"
     else:
