@@ -1,8 +1,12 @@
 # tracewatch developer entry points.
 #   make up / status / down   local Kafka (KRaft) + Redis on 127.0.0.1, no Docker (deploy/local/stack.py)
+#   make bootstrap             install what is missing (deploy/local/bootstrap.sh; `make test` and
+#                              `make demo` run it first: a quick no-op when all is there)
 #   make lint typecheck        static checks
 #   make test-unit             tests that need no running services
-#   make test                  lint + typecheck + stack up + all tests + stack down (always)
+#   make test                  bootstrap --test + lint + typecheck + all tests on the local stack (started
+#                              and stopped around them unless it was already up)
+#   make demo                  bootstrap + `tracewatch demo` (`tracewatch demo --stop` to stop it)
 
 PYTHON ?= python3
 STACK  := $(PYTHON) deploy/local/stack.py
@@ -13,11 +17,15 @@ LINT_PATHS := $(or $(wildcard stream scorers sinks tests bench),stream scorers s
 TYPE_PATHS := $(or $(wildcard stream scorers sinks),stream scorers sinks)
 
 .DEFAULT_GOAL := help
-.PHONY: help up down status lint typecheck test-unit test demo
+BOOTSTRAP := PYTHON="$(PYTHON)" bash deploy/local/bootstrap.sh -q
+.PHONY: help bootstrap up down status lint typecheck test-unit test demo
 
 help:
-	@echo "targets: up down status lint typecheck test-unit test"
+	@echo "targets: bootstrap up down status lint typecheck test-unit test demo bench"
 	@echo "  (stack settings: $(STACK) --help)"
+
+bootstrap:
+	@$(BOOTSTRAP) --test
 
 up:
 	@$(STACK) up
@@ -37,15 +45,24 @@ typecheck:
 test-unit:
 	$(PYTHON) -m pytest -m 'not integration' $(PYTEST_ARGS)
 
-# One shell: the EXIT trap brings the stack down whatever happens (pytest failing,
-# `up` failing, Ctrl-C), and the recipe exits with pytest's (or up's) exit code.
-test: lint typecheck
-	@trap '$(STACK) down' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
-	$(STACK) up && $(PYTHON) -m pytest $(PYTEST_ARGS)
+# Bootstrap first (it installs ruff and mypy too), then the checks. The stack is left as found:
+# one already up (`make up`) stays up; otherwise, in one shell, the EXIT trap brings the stack
+# `up` started down whatever happens (pytest failing, `up` failing, Ctrl-C), and the recipe
+# exits with pytest's (or up's) exit code.
+test:
+	@$(BOOTSTRAP) --test
+	@$(MAKE) --no-print-directory lint typecheck PYTHON="$(PYTHON)"
+	@if $(STACK) status >/dev/null 2>&1; then \
+	    echo "stack already up: left up"; $(PYTHON) -m pytest $(PYTEST_ARGS); \
+	else \
+	    trap '$(STACK) down' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
+	    $(STACK) up && $(PYTHON) -m pytest $(PYTEST_ARGS); \
+	fi
 
-# The one-command demo: installs the project, then stack + worker + API + traffic (< 5 min).
+# The one-command demo: installs what is missing, then stack + worker + API + traffic (< 5 min).
 demo:
-	$(PYTHON) -m pip install -q -e . && $(PYTHON) -m stream demo
+	@$(BOOTSTRAP)
+	$(PYTHON) -m stream demo
 
 # Benchmarks (bench/README.md): full run < 15 min; `make bench BENCH_ARGS=--quick` for a few minutes.
 BENCH_ARGS ?=

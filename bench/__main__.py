@@ -27,7 +27,7 @@ from rich.console import Console
 from bench import bound, evaluate, feedback, judges, peers, scale, worker
 from bench._context import Context, make_progress
 from bench._corpus import build_corpus
-from bench._infra import REPO, ensure_stack
+from bench._infra import REPO, ensure_stack, release_stack
 from bench._report import render_markdown
 
 SCENARIOS: dict[str, Callable[[Context], Any]] = {
@@ -59,11 +59,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def render(path: Path) -> int:
+    """Print the Markdown table of an earlier result; one line on stderr and 2 when it cannot."""
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        print(f"python -m bench: --render {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        print(f"python -m bench: --render {path}: not a JSON result ({exc})", file=sys.stderr)
+        return 2
+    try:
+        table = render_markdown(doc)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        print(f"python -m bench: --render {path}: not a bench result ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
+    print(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
-        print(render_markdown(json.loads(args.render.read_text())))
-        return 0
+        return render(args.render)
     quick = bool(args.quick)
     names = list(args.only or SCENARIOS)
     console = Console()
@@ -83,46 +101,50 @@ def main(argv: list[str] | None = None) -> int:
     }
     _quiet_libraries(out_dir / "logs" / "bench.log")
     progress = make_progress(console)
-    with progress:
-        progress.console.print(f"[bold]tracewatch bench[/] ({meta['mode']}): {', '.join(names)}")
-        stack_pids: dict[str, int] = {}
-        if NEEDS_STACK & set(names):
-            stack = ensure_stack(progress.console.print)
-            meta["stack"] = stack["stack"]
-            stack_pids = stack["pids"]
-        with progress.console.status("building corpus"):
-            t0 = time.perf_counter()
-            corpus = build_corpus(n, seed=args.seed)
-        meta["corpus"] = {"traces": n, "build_s": round(time.perf_counter() - t0, 2), **corpus.sizes}
-        progress.console.print(
-            f"corpus: {n:,} traces, mean {corpus.sizes['mean_bytes'] / 1024:.1f} KB, "
-            f"max {corpus.sizes['max_bytes'] / 1024:.1f} KB, {corpus.sizes['share_over_25kb']:.0%} over 25 KB"
-        )
-        ctx = Context(
-            quick=quick,
-            traces=n,
-            long_traces=long_n,
-            e2e_seconds=args.e2e_seconds or (10.0 if quick else 20.0),
-            corpus=corpus,
-            out_dir=out_dir,
-            console=console,
-            progress=progress,
-            stack_pids=stack_pids,
-        )
-        for name in names:
-            t0 = time.perf_counter()
-            try:
-                fn = SCENARIOS[name]
-                result = asyncio.run(fn(ctx)) if inspect.iscoroutinefunction(fn) else fn(ctx)
-                result.setdefault("status", "ok")
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:
-                progress.console.print(f"[red]{name} failed:[/] {type(exc).__name__}: {exc}")
-                result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
-                          "traceback": traceback.format_exc(limit=8)}
-            result["elapsed_s"] = round(time.perf_counter() - t0, 1)
-            ctx.results[name] = result
+    stack: dict[str, Any] = {}
+    try:
+        with progress:
+            progress.console.print(f"[bold]tracewatch bench[/] ({meta['mode']}): {', '.join(names)}")
+            stack_pids: dict[str, int] = {}
+            if NEEDS_STACK & set(names):
+                stack = ensure_stack(progress.console.print)
+                meta["stack"] = stack["stack"]
+                stack_pids = stack["pids"]
+            with progress.console.status("building corpus"):
+                t0 = time.perf_counter()
+                corpus = build_corpus(n, seed=args.seed)
+            meta["corpus"] = {"traces": n, "build_s": round(time.perf_counter() - t0, 2), **corpus.sizes}
+            progress.console.print(
+                f"corpus: {n:,} traces, mean {corpus.sizes['mean_bytes'] / 1024:.1f} KB, "
+                f"max {corpus.sizes['max_bytes'] / 1024:.1f} KB, {corpus.sizes['share_over_25kb']:.0%} over 25 KB"
+            )
+            ctx = Context(
+                quick=quick,
+                traces=n,
+                long_traces=long_n,
+                e2e_seconds=args.e2e_seconds or (10.0 if quick else 20.0),
+                corpus=corpus,
+                out_dir=out_dir,
+                console=console,
+                progress=progress,
+                stack_pids=stack_pids,
+            )
+            for name in names:
+                t0 = time.perf_counter()
+                try:
+                    fn = SCENARIOS[name]
+                    result = asyncio.run(fn(ctx)) if inspect.iscoroutinefunction(fn) else fn(ctx)
+                    result.setdefault("status", "ok")
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:
+                    progress.console.print(f"[red]{name} failed:[/] {type(exc).__name__}: {exc}")
+                    result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+                              "traceback": traceback.format_exc(limit=8)}
+                result["elapsed_s"] = round(time.perf_counter() - t0, 1)
+                ctx.results[name] = result
+    finally:
+        release_stack(stack, console.print)  # a stack the bench started is stopped; one already up stays up
     meta["runtime_s"] = round(time.perf_counter() - started, 1)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     doc = {"meta": meta, "results": ctx.results}

@@ -48,6 +48,7 @@ __all__ = [
     "proc_status_kb",
     "redis_command_usec",
     "redis_persistence",
+    "release_stack",
     "wait_for_pairs",
     "wait_redis_quiet",
 ]
@@ -75,6 +76,16 @@ def ensure_stack(say: Callable[[str], None]) -> dict[str, Any]:
     pids = {m.group(1): int(m.group(2))
             for m in re.finditer(r"^(kafka|redis)\s*:.*?\(pid (\d+)\)", status.stdout, re.MULTILINE)}
     return {"stack": how, "pids": pids}
+
+
+def release_stack(stack: dict[str, Any], say: Callable[[str], None]) -> None:
+    """Leave the stack as the bench found it: stop it if `ensure_stack` started it."""
+    if stack.get("stack") != "started by the bench":
+        return
+    down = subprocess.run([sys.executable, str(REPO / "deploy" / "local" / "stack.py"), "down"],
+                          capture_output=True, text=True, cwd=REPO)
+    say("stopped the local stack the bench had started" if down.returncode == 0
+        else f"stack.py down failed:\n{down.stdout}\n{down.stderr}")
 
 
 def free_port() -> int:

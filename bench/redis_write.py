@@ -1,6 +1,6 @@
 """How many pairs per second `RedisSink.write` sustains (not a test; pytest does not collect it).
 
-    python tests/sinks/bench_redis_write.py [--batches 200] [--batch-size 500]
+    python -m bench.redis_write [--batches 200] [--batch-size 500]
 
 Starts a private redis-server on a free port (or uses TRACEWATCH_REDIS_URL), writes batches of
 single-assessment pairs with unique trace ids, then the same batches again (replays), and

@@ -7,6 +7,7 @@ Field names follow MLflow (`source_type`, `error_code`, ...) so code written for
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -14,6 +15,7 @@ from typing import Any, Literal
 import orjson
 
 __all__ = [
+    "DEFAULT_SOURCE",
     "Assessment",
     "AssessmentError",
     "AssessmentSource",
@@ -22,9 +24,11 @@ __all__ = [
     "Feedback",
     "Outcome",
     "State",
+    "assessment_from_wire",
     "assessments_for",
     "numeric_value",
     "outcome_of",
+    "stack_trace_of",
 ]
 
 Outcome = Literal["pass", "fail", "error", "value"]
@@ -83,11 +87,24 @@ class AssessmentError:
         }
 
 
+DEFAULT_SOURCE = AssessmentSource(AssessmentSourceType.CODE, "default")
+"""MLflow's source for a `Feedback` built without one (`CODE`/`default`)."""
+
+
 @dataclass(slots=True)
 class Feedback:
     """A scorer's verdict on a trace, as in `mlflow.entities.Feedback`.
 
     Exactly one of `value` and `error` is meaningful: a feedback with `error` set has no value.
+    `error` is normalised as MLflow does: an exception becomes an `AssessmentError` named
+    after its class with its stack trace, a string one with code `ASSESSMENT_ERROR` (before,
+    a string error was lost and the feedback stored as a value of None). `source` stays None
+    when not given so a scorer can tell "unset" apart; the scorer that returns the feedback
+    fills it with `DEFAULT_SOURCE` as MLflow does. The id/validity fields are only set on
+    assessments read back from a trace (`Trace.search_assessments`).
+
+    Raises:
+        TypeError: `error` is not an exception, an `AssessmentError`, a string or None.
     """
 
     value: Any = None
@@ -95,13 +112,32 @@ class Feedback:
     name: str | None = None
     source: AssessmentSource | None = None
     metadata: dict[str, Any] | None = None
-    error: AssessmentError | Exception | None = None
+    error: AssessmentError | Exception | str | None = None
     span_id: str | None = None
+    trace_id: str | None = None
+    assessment_id: str | None = None
+    valid: bool | None = True
+    overrides: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.error, Exception):
-            exc = self.error
-            self.error = AssessmentError(type(exc).__name__, str(exc))
+        err = self.error
+        if err is None or type(err) is AssessmentError:
+            return
+        if isinstance(err, Exception):
+            self.error = AssessmentError(type(err).__name__, str(err), stack_trace_of(err))
+        elif isinstance(err, str):
+            self.error = AssessmentError("ASSESSMENT_ERROR", err)
+        elif not isinstance(err, AssessmentError):
+            raise TypeError(f"'error' must be an Exception, AssessmentError, or string. Got: {type(err)}")
+
+
+def stack_trace_of(exc: BaseException) -> str:
+    """An exception's stack trace as MLflow stores it: its repr, then the formatted traceback."""
+    msg = repr(exc)
+    try:
+        return (msg + "".join(traceback.format_exception(exc))).strip()
+    except Exception:  # formatting a hostile exception must not lose the feedback
+        return msg
 
 
 @dataclass(slots=True)
@@ -112,6 +148,65 @@ class Expectation:
     value: Any
     source: AssessmentSource | None = None
     metadata: dict[str, Any] | None = None
+    span_id: str | None = None
+    trace_id: str | None = None
+    assessment_id: str | None = None
+    valid: bool | None = None
+    overrides: str | None = None
+
+
+def assessment_from_wire(item: Mapping[str, Any]) -> Feedback | Expectation | None:
+    """The entity for one wire assessment of a trace (`info.assessments[i]`), None if neither kind.
+
+    Read on demand (`Trace.search_assessments`), never on the decode path. Expectation values
+    stored serialized (`serialized_value`) are decoded, as MLflow does.
+    """
+    name = item.get("assessment_name")
+    src = item.get("source")
+    source = (
+        AssessmentSource(
+            str(src.get("source_type") or AssessmentSourceType.CODE), str(src.get("source_id") or "default")
+        )
+        if isinstance(src, Mapping)
+        else DEFAULT_SOURCE
+    )
+    common: dict[str, Any] = {
+        "span_id": item.get("span_id"),
+        "trace_id": item.get("trace_id"),
+        "assessment_id": item.get("assessment_id"),
+        "overrides": item.get("overrides"),
+        "metadata": item.get("metadata"),
+    }
+    fb = item.get("feedback")
+    if isinstance(fb, Mapping):
+        err = fb.get("error")
+        error = (
+            AssessmentError(
+                str(err.get("error_code") or ""), str(err.get("error_message") or ""), err.get("stack_trace")
+            )
+            if isinstance(err, Mapping)
+            else None
+        )
+        return Feedback(
+            value=fb.get("value"),
+            rationale=item.get("rationale"),
+            name=str(name),
+            source=source,
+            error=error,
+            valid=item.get("valid", True),
+            **common,
+        )
+    exp = item.get("expectation")
+    if isinstance(exp, Mapping):
+        value: Any = exp.get("value")
+        ser = exp.get("serialized_value")
+        if "value" not in exp and isinstance(ser, Mapping) and isinstance(ser.get("value"), str):
+            try:
+                value = orjson.loads(ser["value"])
+            except orjson.JSONDecodeError:
+                value = ser["value"]
+        return Expectation(name=str(name), value=value, source=source, valid=item.get("valid"), **common)
+    return None
 
 
 _PASS = {"yes", "pass", "true"}

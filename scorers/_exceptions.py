@@ -3,6 +3,8 @@
     ScorerError                 root of everything `scorers` raises
     ├── DecodeError             a payload is not a valid MLflow trace (carries `reason`)
     ├── ScorerDefinitionError   a scorer or judge is declared wrongly (bad template, bad return)
+    │   └── ScorerReferenceError    a scorer reference is outside the grammar or names
+    │                               something that may not be loaded (`scorers._reference`)
     └── JudgeError              a judge call failed (carries `code`)
         ├── JudgeTimeoutError   the judge did not answer within its timeout
         ├── JudgeRateLimitError retries on 429 ran out
@@ -12,9 +14,14 @@
 metric label and as the `tw-reason` header of dead-lettered messages. `bad_id` is an id or
 name that is not a string of bounded length (it would become a Redis key or a metric label,
 see `scorers._limits`); `bad_value` is a time or duration that is not an integer in range.
+
+`exit_code` says how a command line reports the error: 2 when the input is at fault
+(`DecodeError`, `ScorerDefinitionError`), 1 otherwise.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 __all__ = [
     "DecodeError",
@@ -28,7 +35,13 @@ __all__ = [
 
 
 class ScorerError(Exception):
-    """Root of the errors raised by the `scorers` package."""
+    """Root of the errors raised by the `scorers` package.
+
+    Attributes:
+        exit_code: The exit status a command line gives for this error.
+    """
+
+    exit_code: ClassVar[int] = 1
 
 
 class DecodeError(ScorerError):
@@ -49,6 +62,8 @@ class DecodeError(ScorerError):
         }
     )
 
+    exit_code = 2
+
     def __init__(self, reason: str, message: str) -> None:
         assert reason in self.REASONS, reason
         super().__init__(f"{reason}: {message}")
@@ -58,6 +73,8 @@ class DecodeError(ScorerError):
 
 class ScorerDefinitionError(ScorerError, TypeError):
     """A scorer, judge or template is declared wrongly; raised when it is defined."""
+
+    exit_code = 2
 
 
 class JudgeError(ScorerError):

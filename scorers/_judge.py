@@ -66,12 +66,15 @@ SUPPORTED_PROVIDERS: Final = frozenset({"openai"})
 class OnRequest(Protocol):
     """Called once per HTTP attempt: `status` is `ok`, `429`, `5xx`, `timeout` or `error`.
 
+    `cost` is the attempt's USD spend from the client's `prices` (0 when unpriced or no
+    tokens were reported), so `tracewatch_judge_cost_usd_total` can count it.
+
     It runs inline on the request path, so it must be cheap and must not raise (a metrics
     hook: increment counters, observe a histogram).
     """
 
     def __call__(
-        self, model: str, status: str, latency_s: float, prompt_tokens: int, completion_tokens: int
+        self, model: str, status: str, latency_s: float, prompt_tokens: int, completion_tokens: int, cost: float
     ) -> None: ...
 
 
@@ -246,7 +249,7 @@ class JudgeClient:
         max_backoff: float = 30.0,
         max_prompt_chars: int = 100_000,
         prices: Mapping[str, float | tuple[float, float]] | None = None,
-        on_request: OnRequest | Callable[[str, str, float, int, int], None] | None = None,
+        on_request: OnRequest | Callable[[str, str, float, int, int, float], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if max_in_flight < 1:
@@ -396,7 +399,8 @@ class JudgeClient:
         stats.requests += 1
         stats.by_status[status] = stats.by_status.get(status, 0) + 1
         if self.on_request is not None:
-            self.on_request(model, status, latency_s, prompt_tokens, completion_tokens)
+            cost = self.cost_of(model, prompt_tokens, completion_tokens) if prompt_tokens or completion_tokens else 0.0
+            self.on_request(model, status, latency_s, prompt_tokens, completion_tokens, cost)
 
     async def _attempt(self, model: str, body: bytes, estimate: int) -> Completion | _Retryable:
         """One HTTP attempt under the in-flight cap and rate limits."""

@@ -10,10 +10,12 @@ A plain `SinkError` means the sink is misconfigured (bad credentials, missing AC
 permission): neither waiting nor dropping data helps, so the worker should stop.
 
 Callers never see `redis.exceptions.*`: the Redis sink converts them at its boundary and
-chains the original as `__cause__`.
+chains the original as `__cause__`. A command line exits with `exit_code` (1) on any of them.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 __all__ = ["SinkDataError", "SinkError", "SinkUnavailableError"]
 
@@ -24,7 +26,10 @@ class SinkError(Exception):
     Attributes:
         sink: Which sink failed (`"redis"`), for logs and the `reason` of a metric.
         operation: What it was doing (`"write"`, `"get_trace"`, ...).
+        exit_code: The exit status a command line gives for this error.
     """
+
+    exit_code: ClassVar[int] = 1
 
     def __init__(self, message: str, *, sink: str = "", operation: str = "") -> None:
         super().__init__(message)

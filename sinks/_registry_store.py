@@ -37,7 +37,7 @@ from redis.asyncio.client import PubSub
 
 from sinks._exceptions import SinkDataError
 from sinks._keys import encode
-from sinks._redis import _converted, client_from_url
+from sinks._redis_client import client_from_url, converted
 
 __all__ = ["RegistryChanges", "RegistryStore", "StoredRecord"]
 
@@ -95,7 +95,7 @@ class RegistryStore:
     async def aclose(self) -> None:
         """Close the client if `from_url` made it."""
         if self._owns_client:
-            with _converted("registry_close"):
+            with converted("registry_close"):
                 await self._client.aclose()
 
     def record_key(self, experiment_id: str, name: str) -> str:
@@ -109,7 +109,7 @@ class RegistryStore:
 
     async def generation(self) -> int:
         """The change counter: it moves on every change (0 before the first one)."""
-        with _converted("registry_generation"):
+        with converted("registry_generation"):
             raw = await self._client.get(self.generation_key)
         return int(raw) if raw is not None else 0
 
@@ -119,7 +119,7 @@ class RegistryStore:
         Raises:
             SinkDataError: the stored value is not JSON.
         """
-        with _converted("registry_get"):
+        with converted("registry_get"):
             raw = await self._client.get(self.record_key(experiment_id, name))
         if raw is None:
             return None
@@ -138,7 +138,7 @@ class RegistryStore:
         The generation is read before the records, so it is never newer than they are: a
         reader that stores it and compares later reloads at worst once too often.
         """
-        with _converted("registry_load"):
+        with converted("registry_load"):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.get(self.generation_key)
                 pipe.smembers(self.index_key)
@@ -164,7 +164,7 @@ class RegistryStore:
 
     async def next_version(self, experiment_id: str, name: str) -> int:
         """Hand out the next version number of a scorer (1, 2, ...; never reused)."""
-        with _converted("registry_version"):
+        with converted("registry_version"):
             return int(await self._client.hincrby(self.versions_key, self.member(experiment_id, name), 1))
 
     async def update(
@@ -186,7 +186,7 @@ class RegistryStore:
         key = self.record_key(experiment_id, name)
         member = self.member(experiment_id, name)
         message = orjson.dumps({"op": op, "experiment_id": experiment_id, "name": name})
-        with _converted("registry_update"):
+        with converted("registry_update"):
             async with self._client.pipeline(transaction=True) as pipe:
                 for _ in range(_MAX_ATTEMPTS):
                     try:
@@ -225,7 +225,7 @@ class RegistryStore:
         """Subscribe to the change channel (the subscription is live when this returns)."""
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         try:
-            with _converted("registry_subscribe"):
+            with converted("registry_subscribe"):
                 await pubsub.subscribe(self.channel)
         except BaseException:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -249,7 +249,7 @@ class RegistryChanges:
             SinkUnavailableError: the subscription's connection failed (the client
                 reconnects and resubscribes on the next call).
         """
-        with _converted("registry_changes"):
+        with converted("registry_changes"):
             msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=wait_timeout)
             if msg is None:
                 return False
@@ -259,5 +259,5 @@ class RegistryChanges:
 
     async def aclose(self) -> None:
         """Unsubscribe and release the connection."""
-        with _converted("registry_changes_close"):
+        with converted("registry_changes_close"):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]

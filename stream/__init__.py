@@ -13,9 +13,21 @@ from typing import Any as _Any
 
 if _TYPE_CHECKING:
     from stream._config import Settings, Topics
-    from stream._exceptions import CommitError, ConfigError, KafkaUnavailableError, PublishError, StreamError
+    from stream._exceptions import (
+        ApiError,
+        CommitError,
+        ConfigError,
+        FeedbackError,
+        FilterError,
+        KafkaUnavailableError,
+        OffsetError,
+        PublishError,
+        RegistryError,
+        StreamError,
+        TokenError,
+    )
     from stream.registry._budget import HourlyBudget
-    from stream.registry._filter import FILTER_FIELDS, Filter, FilterClause, FilterError, parse_filter
+    from stream.registry._filter import FILTER_FIELDS, Filter, FilterClause, parse_filter
     from stream.registry._functions import (
         delete_scorer,
         get_scorer,
@@ -25,11 +37,11 @@ if _TYPE_CHECKING:
         stop_scorer,
         update_scorer,
     )
-    from stream.registry._records import BudgetConfig, RegistryError, SamplingConfig, ScorerRecord, ScorerVersion
+    from stream.registry._records import BudgetConfig, SamplingConfig, ScorerRecord, ScorerVersion
     from stream.registry._registry import Registry, RegistryIssue
     from stream.registry._watch import RegistryWatcher
+    from stream.sdk._env import PublisherConfig
     from stream.sdk._feedback import (
-        FeedbackError,
         FeedbackReceipt,
         alog_expectation,
         alog_feedback,
@@ -38,24 +50,27 @@ if _TYPE_CHECKING:
         mint_feedback_token,
     )
     from stream.sdk._publisher import SyncTracePublisher, TracePublisher, encode_for_wire
-    from stream.sdk._tokens import TokenClaims, TokenError, verify_feedback_token
+    from stream.sdk._tokens import TokenClaims, verify_feedback_token
     from stream.worker._sampling import sample_u, sampled
 
 _WHERE: dict[str, str] = {
+    "ApiError": "stream._exceptions",
     "BudgetConfig": "stream.registry._records",
     "CommitError": "stream._exceptions",
     "ConfigError": "stream._exceptions",
     "FILTER_FIELDS": "stream.registry._filter",
-    "FeedbackError": "stream.sdk._feedback",
+    "FeedbackError": "stream._exceptions",
     "FeedbackReceipt": "stream.sdk._feedback",
     "Filter": "stream.registry._filter",
     "FilterClause": "stream.registry._filter",
-    "FilterError": "stream.registry._filter",
+    "FilterError": "stream._exceptions",
     "HourlyBudget": "stream.registry._budget",
     "KafkaUnavailableError": "stream._exceptions",
+    "OffsetError": "stream._exceptions",
     "PublishError": "stream._exceptions",
+    "PublisherConfig": "stream.sdk._env",
     "Registry": "stream.registry._registry",
-    "RegistryError": "stream.registry._records",
+    "RegistryError": "stream._exceptions",
     "RegistryIssue": "stream.registry._registry",
     "RegistryWatcher": "stream.registry._watch",
     "SamplingConfig": "stream.registry._records",
@@ -65,7 +80,7 @@ _WHERE: dict[str, str] = {
     "StreamError": "stream._exceptions",
     "SyncTracePublisher": "stream.sdk._publisher",
     "TokenClaims": "stream.sdk._tokens",
-    "TokenError": "stream.sdk._tokens",
+    "TokenError": "stream._exceptions",
     "Topics": "stream._config",
     "TracePublisher": "stream.sdk._publisher",
     "alog_expectation": "stream.sdk._feedback",
@@ -103,6 +118,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "FILTER_FIELDS",
+    "ApiError",
     "BudgetConfig",
     "CommitError",
     "ConfigError",
@@ -113,7 +129,9 @@ __all__ = [
     "FilterError",
     "HourlyBudget",
     "KafkaUnavailableError",
+    "OffsetError",
     "PublishError",
+    "PublisherConfig",
     "Registry",
     "RegistryError",
     "RegistryIssue",

@@ -2,6 +2,9 @@
 
 Everything else in tracewatch talks to Kafka through these few functions, so the library's
 exceptions never leak upward and durations stay in seconds outside this module.
+
+`Settings` is only a type here: the producer factory reads three attributes
+(`ProducerSettings`), so the publisher SDK builds a producer without pydantic-settings.
 """
 
 from __future__ import annotations
@@ -9,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import (
@@ -27,15 +30,20 @@ from aiokafka.errors import (
     UnknownMemberIdError,
 )
 
-from stream._config import Settings
 from stream._exceptions import KafkaUnavailableError
+
+if TYPE_CHECKING:
+    from stream._config import Settings
 
 __all__ = [
     "REBALANCED_ERRORS",
     "TOO_LARGE_ERRORS",
     "AIOKafkaConsumer",
     "AIOKafkaProducer",
+    "ConsumerRebalanceListener",
     "KafkaError",
+    "ProducerSettings",
+    "TopicPartition",
     "create_topics",
     "kafka_errors",
     "make_consumer",
@@ -61,6 +69,17 @@ TOO_LARGE_ERRORS: tuple[type[KafkaError], ...] = (MessageSizeTooLargeError, Reco
 """A produce refused by the broker for size: retrying the same bytes can never succeed."""
 
 
+class ProducerSettings(Protocol):
+    """What `make_producer` reads: `stream.Settings` fits, and so does the SDK's `PublisherConfig`."""
+
+    @property
+    def kafka_bootstrap(self) -> str: ...
+    @property
+    def compression(self) -> str: ...
+    @property
+    def max_trace_bytes(self) -> int: ...
+
+
 @contextlib.contextmanager
 def kafka_errors(what: str) -> Iterator[None]:
     """Turn aiokafka errors into `KafkaUnavailableError` naming what we were doing."""
@@ -70,7 +89,7 @@ def kafka_errors(what: str) -> Iterator[None]:
         raise KafkaUnavailableError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
-def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+def make_producer(settings: ProducerSettings, **overrides: Any) -> AIOKafkaProducer:
     """A durable producer: acks from all replicas, idempotent, compressed, batched."""
     compression = None if settings.compression == "none" else settings.compression
     kwargs: dict[str, Any] = {
@@ -88,7 +107,7 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**kwargs)
 
 
-def producer_max_request_size(settings: Settings) -> int:
+def producer_max_request_size(settings: ProducerSettings) -> int:
     """The producer's `max_request_size`: room for a trace at the decoder's limit, twice over."""
     return max(settings.max_trace_bytes * 2, 1024 * 1024)
 
@@ -116,11 +135,14 @@ def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafk
 
 
 async def create_topics(
-    settings: Settings, *, partitions: int | None = None, replication: int = 1
+    settings: Settings, *, partitions: int | None = None, replication: int = 1, add_partitions: bool = False
 ) -> dict[str, str]:
-    """Create the topics of DESIGN.md; traces and feedback get the same partition count.
+    """Create the topics of DESIGN.md; traces, feedback and assessments get the same partition count.
 
-    Returns a map topic -> "created" | "exists". Existing topics are left as they are.
+    Returns a map topic -> "created", "exists", "exists: N partitions, wanted M" (an existing
+    topic with another count is left as it is) or, with `add_partitions`, "partitions: N -> M"
+    (Kafka can add partitions, never remove them; keys then map to other partitions, so
+    traces and feedback are grown together to keep their partitions aligned).
     """
     n = partitions or settings.partitions
     topics = settings.topics
@@ -129,6 +151,7 @@ async def create_topics(
         topics.feedback: n,
         topics.assessments: n,
         topics.dlq: 1,
+        topics.spans: n,  # keyed by trace id like traces: the assembler owns a trace whole
     }
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="tracewatch-admin")
     result: dict[str, str] = {}
@@ -141,17 +164,31 @@ async def create_topics(
                 for name, p in wanted.items()
                 if name not in existing
             ]
-            for name in wanted:
-                result[name] = "exists" if name in existing else "created"
+            have = await _partition_counts(admin, [name for name in wanted if name in existing])
+            grow: dict[str, NewPartitions] = {}
+            for name, p in wanted.items():
+                count = have.get(name, p)
+                if name not in existing:
+                    result[name] = "created"
+                elif count == p or name == topics.dlq:
+                    result[name] = "exists"
+                elif count < p and add_partitions:
+                    grow[name] = NewPartitions(total_count=p)
+                    result[name] = f"partitions: {count} -> {p}"
+                else:
+                    result[name] = f"exists: {count} partitions, wanted {p}"
+            if grow:
+                await admin.create_partitions(grow)
             if new:
                 with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently: fine
                     await admin.create_topics(new)
-                # Wait until the new topics show in metadata, so a publish right after works.
-                for _ in range(100):
-                    counts = await _partition_counts(admin, [t.name for t in new])
-                    if all(counts.get(t.name) == t.num_partitions for t in new):
-                        break
-                    await asyncio.sleep(0.1)
+            # Wait until new topics and partitions show in metadata, so a publish right after works.
+            changed = {t.name: t.num_partitions for t in new} | {k: v.total_count for k, v in grow.items()}
+            for _ in range(100 if changed else 0):
+                counts = await _partition_counts(admin, list(changed))
+                if all(counts.get(name) == count for name, count in changed.items()):
+                    break
+                await asyncio.sleep(0.1)
         finally:
             await admin.close()
     return result

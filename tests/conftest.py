@@ -15,16 +15,14 @@ from pathlib import Path
 import pytest
 
 from stream._config import Settings
+from stream.traffic import find_fixtures
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TRACEWATCH_SHARED", REPO.parent / "shared"))
-FIXTURES = SHARED / "fixtures" / "mlflow"
+FIXTURES = find_fixtures(must_exist=False)  # ../shared/fixtures/mlflow, or $TRACEWATCH_SHARED/fixtures/mlflow
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    assert FIXTURES.is_dir(), f"MLflow fixtures not found at {FIXTURES} (set TRACEWATCH_SHARED)"
-    return FIXTURES
+    return find_fixtures()  # a missing folder fails with where it looked and how to point elsewhere
 
 
 @pytest.fixture(scope="session")

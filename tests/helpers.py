@@ -1,35 +1,12 @@
-"""Helpers shared by tests: synthetic traces made from the real MLflow fixtures."""
+"""Helpers shared by tests: traces made from the real MLflow fixtures (by `stream.traffic`), ports, metrics."""
 
 from __future__ import annotations
 
-import copy
-import random
-from collections.abc import Iterator
 from typing import Any
 
-import orjson
+from stream.traffic import synth_traces
 
-__all__ = ["make_trace", "synth_traces"]
-
-
-def make_trace(template: dict[str, Any], trace_id: str, **info: Any) -> dict[str, Any]:
-    """A copy of a fixture trace under a new trace id (and optional info overrides)."""
-    t = copy.deepcopy(template)
-    t["info"]["trace_id"] = trace_id
-    t["info"].update(info)
-    return t
-
-
-def synth_traces(templates: list[bytes], n: int, *, seed: int = 7, prefix: str = "") -> Iterator[tuple[str, bytes]]:
-    """`n` (trace_id, json bytes) pairs cycling through the fixtures with fresh ids."""
-    rng = random.Random(seed)
-    parsed = [orjson.loads(b) for b in templates]
-    for i in range(n):
-        tid = f"tr-{prefix}{rng.getrandbits(128):032x}"[: 3 + 32]
-        base = parsed[i % len(parsed)]
-        info = dict(base["info"])
-        info["trace_id"] = tid
-        yield tid, orjson.dumps({"info": info, "data": base["data"]})
+__all__ = ["free_port", "fresh_judge", "load_generator", "parse_metrics", "synth_traces"]
 
 
 def free_port() -> int:

@@ -14,6 +14,14 @@ import sys
 from pathlib import Path
 
 MLFLOW_VERSION = "3.17.2"
+# MLflow exports OTLP only when an OTLP exporter package is installed beside it (without one it
+# records nothing and says so only at DEBUG level), so the venv carries both transports.
+PACKAGES = (
+    f"mlflow=={MLFLOW_VERSION}",
+    "opentelemetry-exporter-otlp-proto-http",
+    "opentelemetry-exporter-otlp-proto-grpc",
+)
+CHECK = "import mlflow, opentelemetry.exporter.otlp.proto.http.trace_exporter, opentelemetry.exporter.otlp.proto.grpc"
 CACHE = Path(os.environ.get("TRACEWATCH_CACHE_DIR", Path.home() / ".cache" / "tracewatch"))
 VENV = CACHE / f"venv-mlflow-{MLFLOW_VERSION}"
 
@@ -29,18 +37,16 @@ def mlflow_python(build: bool = True) -> Path | None:
     if not build:
         return None
     VENV.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"mlflow=={MLFLOW_VERSION}"],
-        check=True,
-    )
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *PACKAGES], check=True)
     return py if _imports_mlflow(py) else None
 
 
 def _imports_mlflow(py: Path) -> bool:
     if not py.exists():
         return False
-    done = subprocess.run([str(py), "-c", "import mlflow"], capture_output=True)
+    done = subprocess.run([str(py), "-c", CHECK], capture_output=True)
     return done.returncode == 0
 
 

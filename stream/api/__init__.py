@@ -1,7 +1,7 @@
 """The HTTP API: feedback, expectations and traces in (to Kafka), results out (from Redis)."""
 
 from stream.api._app import create_app
-from stream.api._auth import ApiError
+from stream.api._auth import ApiError, http_status
 from stream.api._models import ApiOptions
 from stream.api._serve import BackgroundServer
 
@@ -10,4 +10,5 @@ __all__ = [
     "ApiOptions",
     "BackgroundServer",
     "create_app",
+    "http_status",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from hmac import compare_digest
 from typing import Annotated, Final
@@ -27,6 +27,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
+from sinks import SinkError, SinkUnavailableError
+from stream._exceptions import (
+    ApiError,
+    FilterError,
+    KafkaUnavailableError,
+    PublishError,
+    RegistryError,
+    StreamError,
+)
 from stream.api._models import ApiOptions, FieldError, error_response
 from stream.api._ratelimit import RateLimit
 from stream.sdk._tokens import TokenClaims, TokenError, decode_feedback_token
@@ -35,6 +44,8 @@ __all__ = [
     "ApiError",
     "Auth",
     "Principal",
+    "as_api_error",
+    "http_status",
     "install_error_handlers",
     "require_key",
     "require_key_or_token",
@@ -48,20 +59,6 @@ RETRY_AFTER: Final = "1"
 _PRINCIPAL: Final = "tracewatch.principal"
 
 
-class ApiError(Exception):
-    """A refusal, rendered as the API's JSON error by one handler."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        reason: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers, self.reason = status, code, message, headers, reason
 
 
 def unavailable(code: str, message: str) -> ApiError:
@@ -115,6 +112,29 @@ _TOKEN_STATUS: Final = {
 def token_refusal(exc: TokenError) -> ApiError:
     """The refusal of a token: 401 when it proves nothing, 403 when it does not cover this vote."""
     return ApiError(_TOKEN_STATUS[exc.reason], f"token_{exc.reason}", exc.message)
+
+
+def as_api_error(exc: StreamError | SinkError) -> ApiError:
+    """The HTTP refusal of an error of the tree that reached the API unconverted.
+
+    `ApiError` is itself; `TokenError` is 401/403 (`token_refusal`); `FilterError` and
+    `RegistryError` are 422 (the request is wrong); Kafka or store unavailable is 503 with
+    `Retry-After` (nothing was stored); anything else is 500.
+    """
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, TokenError):
+        return token_refusal(exc)
+    if isinstance(exc, (FilterError, RegistryError)):
+        return ApiError(422, "invalid_request", str(exc))
+    if isinstance(exc, (KafkaUnavailableError, PublishError, SinkUnavailableError)):
+        return unavailable("unavailable", "a dependency did not answer; nothing was stored, retry later")
+    return ApiError(500, "internal", "internal error; the event was not accepted")
+
+
+def http_status(exc: StreamError | SinkError) -> int:
+    """The HTTP status the API answers an error of the tree with (see `as_api_error`)."""
+    return as_api_error(exc).status
 
 
 class Auth:
@@ -280,11 +300,22 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
+    async def stream_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, (StreamError, SinkError))
+        refusal = as_api_error(exc)
+        if refusal.status >= 500 and refusal.status != 503:
+            log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        else:
+            log.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return await api_error(request, refusal)
+
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal", "internal error; the event was not accepted")
 
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(StreamError, stream_error)
+    app.add_exception_handler(SinkError, stream_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, internal_error)

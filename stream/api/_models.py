@@ -50,6 +50,7 @@ __all__ = [
     "TraceAccepted",
     "TraceResults",
     "error_response",
+    "error_responses",
     "window_minutes",
 ]
 
@@ -174,6 +175,11 @@ def error_response(
     if reason is not None:
         body["reason"] = reason
     return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a route that can refuse with these statuses (`ErrorBody` each)."""
+    return {status: {"model": ErrorBody} for status in statuses}
 
 
 class FeedbackSource(BaseModel):

@@ -5,7 +5,8 @@ scorers of a sales-email agent, replays a few thousand traces with a bad deploy 
 middle, sends end-user thumbs through the feedback endpoint with tokens, and shows a live
 summary. The judge is our simulated judge server unless TRACEWATCH_JUDGE_BASE_URL points at
 a real OpenAI-compatible endpoint. The processes keep running afterwards so the dashboards,
-`/metrics` and the API can be explored; `tracewatch demo --stop` stops them.
+`/metrics` and the API can be explored; `tracewatch demo --stop` stops them, and the local
+stack too when the demo started it (a stack that was already up is left up).
 """
 
 from __future__ import annotations
@@ -28,16 +29,18 @@ from rich.table import Table
 from sinks import RedisSink
 from stream._config import Settings
 from stream._kafka import create_topics
-from stream.cli._demo_traffic import PHASES, DemoTrace, demo_traffic
 from stream.registry._records import SamplingConfig
 from stream.registry._registry import Registry
 from stream.sdk._publisher import TracePublisher
 from stream.sdk._tokens import mint_feedback_token
+from stream.traffic import PHASES, DemoTrace, demo_traffic, find_fixtures
 
 __all__ = ["DemoOptions", "run_demo", "stop_demo"]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+STACK = REPO / "deploy" / "local" / "stack.py"
 STATE = Path(os.environ.get("TRACEWATCH_STACK_DIR", REPO / ".stack")) / "demo"
+STACK_MARK = STATE / "stack-started-by-demo"  # present: `--stop` also brings the stack down
 SCORERS = [  # (reference, registered name, sample rate)
     ("no_error", "no_error", 1.0),
     ("latency_under(max_ms=3000)", "latency_under_3s", 1.0),
@@ -53,16 +56,27 @@ SECRET = "demo-feedback-secret"
 
 @dataclass
 class DemoOptions:
+    """What to replay and where; the API and metrics ports follow TRACEWATCH_API_PORT/_METRICS_PORT."""
+
     traces: int = 3000
     duration_s: float = 90.0
-    fixtures: Path = field(default_factory=lambda: REPO.parent / "shared" / "fixtures" / "mlflow")
-    api_port: int = 8080
-    metrics_port: int = 9108
-    judge_port: int = 8900
+    fixtures: Path | None = None  # None: `stream.traffic.find_fixtures()`
+    api_port: int = field(default_factory=lambda: Settings().api_port)
+    metrics_port: int = field(default_factory=lambda: Settings().metrics_port)
+    judge_port: int = 0  # 0: a free port
 
 
-def stop_demo(console: Console) -> None:
-    """Stop the worker, API and judge server a previous demo left running."""
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_demo(console: Console, *, stack: bool = True) -> None:
+    """Stop the worker, API and judge server a previous demo left running, and the local stack
+    if that demo started it (`stack=False` keeps it up, e.g. for a demo about to restart)."""
     for pidfile in sorted(STATE.glob("*.pid")):
         try:
             pid = int(pidfile.read_text())
@@ -71,6 +85,30 @@ def stop_demo(console: Console) -> None:
         except (ValueError, ProcessLookupError):
             pass
         pidfile.unlink(missing_ok=True)
+    if stack and STACK_MARK.exists():
+        down = subprocess.run([sys.executable, str(STACK), "down"], check=False, capture_output=True, text=True)
+        if down.returncode == 0:
+            STACK_MARK.unlink(missing_ok=True)
+            console.print("stopped the local stack (Kafka, Redis) the demo had started")
+        else:
+            console.print(f"[red]stack.py down failed[/]:\n{down.stdout}{down.stderr}")
+
+
+def _ensure_stack(console: Console) -> bool:
+    """Start the local stack unless it is up; remember that the demo started it. False: it did not start."""
+    if not STACK.exists():  # an installed package without the repository: use what TRACEWATCH_* points at
+        return True
+    status = subprocess.run([sys.executable, str(STACK), "status"], check=False, capture_output=True)
+    if status.returncode == 0:
+        console.print("[bold]1/6[/] local stack (Kafka + Redis): already up, left as found")
+        return True
+    console.print("[bold]1/6[/] local stack (Kafka + Redis): starting it")
+    up = subprocess.run([sys.executable, str(STACK), "up"], check=False)
+    if up.returncode != 0:
+        return False
+    STATE.mkdir(parents=True, exist_ok=True)
+    STACK_MARK.touch()
+    return True
 
 
 class _Daemon:
@@ -172,14 +210,16 @@ def _summary(tally: _Tally, published: int, total: int, agreement: dict[str, dic
 async def run_demo(opts: DemoOptions, console: Console) -> int:
     """Run the demo end to end; returns a process exit code."""
     t_start = time.monotonic()
-    stop_demo(console)
-    stack = REPO / "deploy" / "local" / "stack.py"
-    if stack.exists():
-        console.print("[bold]1/6[/] local stack (Kafka + Redis)")
-        up = await asyncio.to_thread(subprocess.run, [sys.executable, str(stack), "up"], check=False)
-        if up.returncode != 0:
-            console.print("[red]the local stack did not start[/]")
-            return 1
+    try:
+        fixtures = find_fixtures(opts.fixtures)
+    except FileNotFoundError as exc:
+        console.print(f"[red]{exc}[/]")
+        return 1
+    stop_demo(console, stack=False)
+    if not await asyncio.to_thread(_ensure_stack, console):
+        console.print("[red]the local stack did not start[/]")
+        return 1
+    judge_port = opts.judge_port or _free_port()
     run = time.strftime("%H%M%S")
     settings = Settings(
         topic_prefix=f"tracewatch.demo-{run}.",
@@ -205,9 +245,9 @@ async def run_demo(opts: DemoOptions, console: Console) -> int:
             "[bold]2/6[/] judge: [yellow]SIMULATED[/] judge server (set TRACEWATCH_JUDGE_BASE_URL for a real one)"
         )
         procs["judge"] = _spawn(
-            "judge", ["-m", "stream.cli.judge_server", "--port", str(opts.judge_port), "--latency", "0.05"], env
+            "judge", ["-m", "stream.cli.judge_server", "--port", str(judge_port), "--latency", "0.05"], env
         )
-        env["TRACEWATCH_JUDGE_BASE_URL"] = f"http://127.0.0.1:{opts.judge_port}/v1"
+        env["TRACEWATCH_JUDGE_BASE_URL"] = f"http://127.0.0.1:{judge_port}/v1"
     else:
         console.print(f"[bold]2/6[/] judge: {os.environ['TRACEWATCH_JUDGE_BASE_URL']}")
     console.print("[bold]3/6[/] registering the sales-email agent's scorers (experiment 1)")
@@ -257,7 +297,7 @@ async def run_demo(opts: DemoOptions, console: Console) -> int:
     interval = opts.duration_s / max(opts.traces, 1)
     async with TracePublisher(settings=settings) as pub, httpx.AsyncClient(timeout=10) as client:
         with Live(console=console, refresh_per_second=2) as live:
-            traffic = demo_traffic(opts.fixtures, opts.traces)
+            traffic = demo_traffic(fixtures, opts.traces)
             next_refresh = 0.0
             t0 = time.monotonic()
             for i, t in enumerate(traffic):
@@ -293,11 +333,12 @@ async def run_demo(opts: DemoOptions, console: Console) -> int:
         if sum(before) and sum(during):
             drop = before[0] / sum(before) - during[0] / sum(during)
             console.print(f"  regression visible in [bold]{name}[/]: pass rate dropped by {drop:.0%}")
+    stack_note = "and Kafka + Redis, which the demo started" if STACK_MARK.exists() else "Kafka + Redis stay up"
     console.print(
         f"\n  metrics  http://127.0.0.1:{opts.metrics_port}/metrics   (worker)\n"
-        f"  API      {api}/docs   (key: {API_KEY})   e.g. curl -H 'Authorization: Bearer {API_KEY}' "
+        f"  API      {api}/openapi.json   (key: {API_KEY})   e.g. curl -H 'Authorization: Bearer {API_KEY}' "
         f"{api}/v1/scorers\n"
-        f"  logs     {STATE}/*.log   and .stack/logs/ for Kafka and Redis\n"
-        f"  stop     tracewatch demo --stop   (worker, API, judge);   make down   (Kafka, Redis)\n"
+        f"  logs     {STATE}/*.log   and {STATE.parent}/logs/ for Kafka and Redis\n"
+        f"  stop     tracewatch demo --stop   (worker, API, judge; {stack_note})\n"
     )
     return 0 if not tally.pending and vote_errors == 0 else 1

@@ -2,7 +2,8 @@
 
 No Kafka, no Redis: traces come from a JSONL file, a JSON file or a folder; results go to
 the terminal (a summary table) and optionally to JSONL or CSV, one row per assessment.
-Judges share one `JudgeClient` for the run, configured by `TRACEWATCH_JUDGE_*` or flags.
+Judges share one `JudgeClient` for the run, built from `Settings` (`TRACEWATCH_JUDGE_*` or
+the flags, validated alike) as the worker's is.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from scorers import (
     Scorer,
     ScorerDefinitionError,
     aevaluate,
-    iter_traces,
     resolve_scorer,
 )
+from stream.cli._common import settings_for, trace_files
 
 __all__ = ["evaluate_command", "write_assessments"]
 
@@ -49,6 +50,19 @@ _CSV_FIELDS = (
     "source_type",
     "source_id",
     "duration_s",
+)
+
+
+# The settings `evaluate` reads: the judge client's.
+_JUDGE_FLAGS = (
+    "judge_base_url",
+    "judge_api_key",
+    "judge_max_in_flight",
+    "judge_rpm",
+    "judge_tpm",
+    "judge_timeout",
+    "judge_max_retries",
+    "judge_prices",
 )
 
 
@@ -133,9 +147,7 @@ def _summary_table(result: EvaluationResult) -> Table:
 
 
 def evaluate_command(
-    path: Annotated[
-        Path, typer.Argument(help="A JSONL file (one trace per line), a trace JSON file, or a folder.")
-    ],
+    path: Annotated[Path, typer.Argument(help="A JSONL file (one trace per line), a trace JSON file, or a folder.")],
     scorer: Annotated[
         list[str],
         typer.Option(
@@ -150,24 +162,46 @@ def evaluate_command(
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Async scorer calls (judges) at once.")] = 16,
     judge_base_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible base URL (env TRACEWATCH_JUDGE_BASE_URL).")
+        str | None, typer.Option(help="OpenAI-compatible base URL [env TRACEWATCH_JUDGE_BASE_URL]")
     ] = None,
     judge_api_key: Annotated[
-        str | None, typer.Option(help="Judge API key (env TRACEWATCH_JUDGE_API_KEY).", show_default=False)
+        str | None, typer.Option(help="Judge API key [env TRACEWATCH_JUDGE_API_KEY]", show_default=False)
     ] = None,
     judge_max_in_flight: Annotated[
-        int | None, typer.Option(min=1, help="Judge requests in flight per model.")
+        int | None, typer.Option(help="Judge requests in flight per model [env TRACEWATCH_JUDGE_MAX_IN_FLIGHT: 32]")
     ] = None,
-    judge_rpm: Annotated[float | None, typer.Option(help="Judge requests per minute.")] = None,
-    judge_tpm: Annotated[float | None, typer.Option(help="Judge tokens per minute.")] = None,
-    judge_timeout: Annotated[float | None, typer.Option(help="Seconds per judge request.")] = None,
-    judge_max_retries: Annotated[int | None, typer.Option(min=0, help="Retries per judge request.")] = None,
+    judge_rpm: Annotated[
+        float | None, typer.Option(help="Judge requests per minute [env TRACEWATCH_JUDGE_RPM]")
+    ] = None,
+    judge_tpm: Annotated[float | None, typer.Option(help="Judge tokens per minute [env TRACEWATCH_JUDGE_TPM]")] = None,
+    judge_timeout: Annotated[
+        float | None, typer.Option(help="Seconds per judge request [env TRACEWATCH_JUDGE_TIMEOUT: 30]")
+    ] = None,
+    judge_max_retries: Annotated[
+        int | None, typer.Option(help="Retries per judge request [env TRACEWATCH_JUDGE_MAX_RETRIES: 4]")
+    ] = None,
 ) -> None:
     """Score trace files offline and print a summary table (no Kafka or Redis needed).
 
     Every (trace, scorer) pair ends scored, error or skipped; bad records count as invalid.
+    In a folder, JSON files that are not traces at all (no `info` object) are listed and ignored.
     """
     console = Console()
+    settings = settings_for(
+        _JUDGE_FLAGS,
+        **{
+            field: (f"--{field.replace('_', '-')}", value)
+            for field, value in (
+                ("judge_base_url", judge_base_url),
+                ("judge_api_key", judge_api_key),
+                ("judge_max_in_flight", judge_max_in_flight),
+                ("judge_rpm", judge_rpm),
+                ("judge_tpm", judge_tpm),
+                ("judge_timeout", judge_timeout),
+                ("judge_max_retries", judge_max_retries),
+            )
+        },
+    )
     if out is not None and out.suffix.lower() not in _OUT_SUFFIXES:
         raise typer.BadParameter("must end in .jsonl or .csv", param_hint="--out")
     if not path.exists():
@@ -181,9 +215,12 @@ def evaluate_command(
     started = time.perf_counter()
     # A counting pass first (cheap, page-cached) so the bar has a total while the scoring
     # pass streams: holding every record in memory would cost ~15x the file size.
-    n_records = sum(1 for _ in iter_traces(path))
+    not_traces: list[str] = []
+    n_records = sum(1 for _ in trace_files(path, not_traces))
+    for label in not_traces:
+        console.print(f"not a trace, ignored: {label}", markup=False, highlight=False)
     if not n_records:
-        console.print(f"[red]no traces found in {path}[/]")
+        console.print(f"no traces found in {path}", style="red", markup=False)
         raise typer.Exit(1)
     judges = [s for s in scorers if isinstance(s, Judge) and s.client is None]
     clients: list[JudgeClient] = []
@@ -192,21 +229,13 @@ def evaluate_command(
         task = progress.add_task("scoring", total=n_records)
         client = None
         if judges:
-            client = JudgeClient.from_env(
-                base_url=judge_base_url,
-                api_key=judge_api_key,
-                max_in_flight=judge_max_in_flight,
-                rpm=judge_rpm,
-                tpm=judge_tpm,
-                timeout=judge_timeout,
-                max_retries=judge_max_retries,
-            )
+            client = JudgeClient(**settings.judge_client_options())
             clients.append(client)
             for judge in judges:
                 judge.bind(client)
         try:
             return await aevaluate(
-                path,
+                trace_files(path, []),
                 scorers,
                 concurrency=concurrency,
                 on_progress=lambda done: progress.update(task, completed=done),
@@ -227,9 +256,7 @@ def evaluate_command(
     if result.invalid:
         console.print(f"[yellow]{len(result.invalid)} invalid record(s):[/]")
         for bad in result.invalid[:10]:
-            console.print(
-                f"  {bad.source}: {bad.reason}: {bad.message}", markup=False, highlight=False, soft_wrap=True
-            )
+            console.print(f"  {bad.source}: {bad.reason}: {bad.message}", markup=False, highlight=False, soft_wrap=True)
         if len(result.invalid) > 10:
             console.print(f"  ... and {len(result.invalid) - 10} more")
     for client in clients:

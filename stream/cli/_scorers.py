@@ -18,24 +18,20 @@ import getpass
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import orjson
 import typer
-from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from sinks import SinkError
-from stream._config import Settings
-from stream.registry._records import (
-    BudgetConfig,
-    RegistryError,
-    SamplingConfig,
-    ScorerRecord,
-    one_message,
-)
-from stream.registry._registry import Registry
+from stream.cli._common import RedisOpt, settings_for
+
+if TYPE_CHECKING:
+    from stream.registry._records import BudgetConfig, SamplingConfig, ScorerRecord
+    from stream.registry._registry import Registry
 
 __all__ = ["scorers_app"]
 
@@ -44,9 +40,10 @@ T = TypeVar("T")
 scorers_app = typer.Typer(
     help="Register, start, stop, update, list and delete the scorers that workers run.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
-_err = Console(stderr=True)
+_err = Console(stderr=True, emoji=False)
 
 ExperimentOpt = Annotated[str, typer.Option("--experiment", "-e", help="Experiment id.")]
 RateOpt = Annotated[float | None, typer.Option("--rate", help="Sample rate in [0, 1].")]
@@ -59,19 +56,23 @@ TokensOpt = Annotated[
     int | None, typer.Option("--max-tokens-per-hour", help="Budget: judge tokens per hour per worker.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-RedisOpt = Annotated[str | None, typer.Option("--redis-url", help="[env TRACEWATCH_REDIS_URL]")]
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    _err.print(f"[red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    # The message is data (a filter, a reference): brackets in it are not markup.
+    _err.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
 def _call(redis_url: str | None, op: Callable[[Registry], Awaitable[T]]) -> T:
     """Run one registry operation; map refusals to exit 2 and Redis failures to exit 1."""
-    settings = Settings()
-    if redis_url is not None:
-        settings = settings.model_copy(update={"redis_url": redis_url})
+    from pydantic import ValidationError
+
+    from sinks import SinkError
+    from stream.registry._records import RegistryError, one_message
+    from stream.registry._registry import Registry
+
+    settings = settings_for(("redis_url", "redis_prefix", "scorer_modules"), redis_url=("--redis-url", redis_url))
 
     async def main() -> T:
         async with Registry.from_settings(settings) as registry:
@@ -88,6 +89,10 @@ def _call(redis_url: str | None, op: Callable[[Registry], Awaitable[T]]) -> T:
 
 
 def _sampling(rate: float | None, filter_: str | None, base: SamplingConfig | None = None) -> SamplingConfig:
+    from pydantic import ValidationError
+
+    from stream.registry._records import RegistryError, SamplingConfig, one_message
+
     base = base or SamplingConfig()
     try:
         return SamplingConfig(
@@ -99,6 +104,10 @@ def _sampling(rate: float | None, filter_: str | None, base: SamplingConfig | No
 
 
 def _budget(calls: int | None, tokens: int | None, clear: bool = False) -> BudgetConfig | None:
+    from pydantic import ValidationError
+
+    from stream.registry._records import BudgetConfig, RegistryError, one_message
+
     if clear:
         return BudgetConfig()
     if calls is None and tokens is None:
@@ -187,9 +196,9 @@ def _show(record: ScorerRecord, as_json: bool, verb: str | None = None) -> None:
         return
     out = Console()
     if verb:
-        out.print(f"{verb} [bold]{record.name}[/] in experiment {record.experiment_id}: {_state(record)}, "
-                  f"version {record.current_version}, rate {record.sample_rate:g}, "
-                  f"filter {record.filter_string or '-'}", highlight=False)
+        out.print(f"{verb} [bold]{escape(record.name)}[/] in experiment {escape(record.experiment_id)}: "
+                  f"{_state(record)}, version {record.current_version}, rate {record.sample_rate:g}, "
+                  f"filter {escape(record.filter_string or '-')}", highlight=False)
     else:
         out.print(_details_table(record))
 
@@ -201,7 +210,9 @@ def register_command(
         typer.Argument(help="A built-in name (no_error, 'latency_under(max_ms=2000)', 'Safety()') or "
                        "package.module:attr on TRACEWATCH_SCORER_MODULES."),
     ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Registered name [default: the scorer's name].")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name to register it under [default: the scorer's own name].")
+    ] = None,
     experiment: ExperimentOpt = "0",
     rate: RateOpt = None,
     filter_: FilterOpt = None,

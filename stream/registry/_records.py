@@ -19,8 +19,8 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from scorers import ScorerDefinitionError, parse_reference
-from stream._exceptions import StreamError
-from stream.registry._filter import FilterError, parse_filter
+from stream._exceptions import FilterError, RegistryError
+from stream.registry._filter import parse_filter
 
 __all__ = ["BudgetConfig", "RegistryError", "SamplingConfig", "ScorerRecord", "ScorerVersion"]
 
@@ -28,18 +28,6 @@ _IDENTIFIER: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 _ARGUMENT: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 
 
-class RegistryError(StreamError, ValueError):
-    """A registry request is invalid or names nothing; the message says what to fix.
-
-    Attributes:
-        scorer: the scorer name concerned, when there is one.
-        experiment_id: its experiment, when known.
-    """
-
-    def __init__(self, message: str, *, scorer: str | None = None, experiment_id: str | None = None) -> None:
-        super().__init__(message)
-        self.scorer = scorer
-        self.experiment_id = experiment_id
 
 
 def utcnow() -> datetime:

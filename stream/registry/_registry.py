@@ -22,18 +22,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-
-import orjson
-from pydantic import ValidationError
 
 from scorers import Scorer
 from sinks import RegistryStore
 from stream._config import Settings
-from stream.registry._budget import HourlyBudget
-from stream.registry._filter import parse_filter
+from stream._exceptions import StreamError
 from stream.registry._records import (
     BudgetConfig,
     RegistryError,
@@ -41,43 +36,25 @@ from stream.registry._records import (
     ScorerRecord,
     ScorerVersion,
     check_identifier,
-    one_message,
     utcnow,
 )
 from stream.registry._resolve import build_scorer, define
-from stream.registry._scorer_set import ActiveScorer, ScorerSet
+from stream.registry._scorer_set import ScorerSet
+from stream.registry._snapshot import RegistryIssue, Snapshots, parse_record
 
 __all__ = ["Registry", "RegistryIssue"]
 
 log = logging.getLogger("tracewatch.registry")
 
 
-@dataclass(slots=True, frozen=True)
-class RegistryIssue:
-    """A stored record that `snapshot()` refused to run, and why."""
-
-    experiment_id: str
-    name: str
-    message: str
-
-
-class _NotFoundError(Exception):
+class _NotFoundError(StreamError):
     """Raised inside a store transaction; turned into a `RegistryError` with a hint outside."""
-
-
-def _parse(data: Any, where: str) -> ScorerRecord:
-    try:
-        return ScorerRecord.model_validate(data)
-    except ValidationError as exc:
-        raise RegistryError(
-            f"stored record {where} is invalid ({one_message(exc)}); delete it and register again"
-        ) from exc
 
 
 def _dump(record: ScorerRecord) -> dict[str, Any]:
     """The JSON form of a changed record, validated again (`model_copy` does not validate)."""
     data = record.model_dump(mode="json")
-    _parse(data, f"{record.experiment_id}/{record.name} (after the change)")
+    parse_record(data, f"{record.experiment_id}/{record.name} (after the change)")
     return data
 
 
@@ -102,8 +79,7 @@ class Registry:
         self.allowlist: tuple[str, ...] = tuple(settings.scorer_modules)
         self.snapshot_errors: tuple[RegistryIssue, ...] = ()
         self._owns_store = False
-        self._scorers: dict[tuple[str, str, bytes], Scorer] = {}
-        self._budgets: dict[tuple[str, str], HourlyBudget] = {}
+        self._snapshots = Snapshots(self.allowlist)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
@@ -191,7 +167,7 @@ class Registry:
                     updated_at=now,
                 )
                 return _dump(record)
-            old = _parse(current, f"{experiment_id}/{reg_name}")
+            old = parse_record(current, f"{experiment_id}/{reg_name}")
             # Numbers come from a counter outside this transaction, so concurrent registrations
             # may commit out of order: keep the list sorted and the highest number current.
             versions = sorted([*old.versions, version], key=lambda v: v.version)
@@ -302,7 +278,7 @@ class Registry:
         def change(current: Any) -> dict[str, Any]:
             if current is None:
                 raise _NotFoundError
-            record = fn(_parse(current, where))
+            record = fn(parse_record(current, where))
             return _dump(record.model_copy(update={"updated_at": utcnow()}))
 
         try:
@@ -332,7 +308,7 @@ class Registry:
             if experiment_id is not None and item.experiment_id != experiment_id:
                 continue
             try:
-                out.append(_parse(item.data, f"{item.experiment_id}/{item.name}"))
+                out.append(parse_record(item.data, f"{item.experiment_id}/{item.name}"))
             except RegistryError as exc:
                 log.warning("%s", exc)
         return out
@@ -348,7 +324,7 @@ class Registry:
         data = await self.store.get(experiment_id, name)
         if data is None:
             raise await self._not_found(name, experiment_id)
-        return _parse(data, f"{experiment_id}/{name}")
+        return parse_record(data, f"{experiment_id}/{name}")
 
     async def get_scorer(self, name: str, *, experiment_id: str = "0", version: int | None = None) -> Scorer:
         """Load a registered scorer as a callable `Scorer` (MLflow's `get_scorer`), named as registered.
@@ -373,67 +349,8 @@ class Registry:
         `snapshot_errors`; the others still run. Out-of-allowlist modules are never imported.
         """
         generation, stored = await self.store.load_all()
-        active: list[ActiveScorer] = []
-        issues: list[RegistryIssue] = []
-        used_scorers: set[tuple[str, str, bytes]] = set()
-        used_budgets: set[tuple[str, str]] = set()
-        for item in stored:
-            where = f"{item.experiment_id}/{item.name}"
-            try:
-                if item.error is not None:
-                    raise RegistryError(f"stored record {where} is {item.error}")
-                record = _parse(item.data, where)
-                if (record.experiment_id, record.name) != (item.experiment_id, item.name):
-                    raise RegistryError(f"stored record {where} names {record.experiment_id}/{record.name}")
-                if record.state != "active":
-                    continue
-                active.append(self._active(record, used_scorers, used_budgets))
-            except Exception as exc:  # one bad record must not stop the others from running
-                message = str(exc) if isinstance(exc, RegistryError) else f"{type(exc).__name__}: {exc}"
-                log.error("registry: not running %s: %s", where, message)
-                issues.append(RegistryIssue(item.experiment_id, item.name, message))
-        self._scorers = {k: v for k, v in self._scorers.items() if k in used_scorers}
-        self._budgets = {k: v for k, v in self._budgets.items() if k in used_budgets}
-        self.snapshot_errors = tuple(issues)
-        return ScorerSet.of(active, generation)  # names are unique per experiment, as `of` checks
-
-    def _active(
-        self, record: ScorerRecord, used_scorers: set[tuple[str, str, bytes]], used_budgets: set[tuple[str, str]]
-    ) -> ActiveScorer:
-        version = record.current
-        # Versions never change once written, but a name can be deleted and registered again,
-        # so the cache key is the definition itself.
-        key = (record.experiment_id, record.name, orjson.dumps(version.model_dump(mode="json")))
-        scorer = self._scorers.get(key)
-        if scorer is None:
-            scorer = build_scorer(version, record.name, self.allowlist)
-            self._scorers[key] = scorer
-        used_scorers.add(key)
-        filt = parse_filter(record.sampling.filter_string)
-        return ActiveScorer(
-            scorer=scorer,
-            name=record.name,
-            version=version.version,
-            sample_rate=record.sampling.sample_rate,
-            predicate=None if filt.matches_all else filt,
-            experiment_id=record.experiment_id,
-            budget=self._budget_for(record, used_budgets),
-        )
-
-    def _budget_for(self, record: ScorerRecord, used: set[tuple[str, str]]) -> HourlyBudget | None:
-        """The scorer's budget object, kept across snapshots so a reload does not reset its count."""
-        cfg = record.budget
-        if cfg is None or cfg.is_unlimited:
-            return None
-        key = (record.experiment_id, record.name)
-        used.add(key)
-        budget = self._budgets.get(key)
-        if budget is None:
-            budget = HourlyBudget(max_calls=cfg.max_calls_per_hour, max_tokens=cfg.max_tokens_per_hour)
-            self._budgets[key] = budget
-        else:
-            budget.configure(max_calls=cfg.max_calls_per_hour, max_tokens=cfg.max_tokens_per_hour)
-        return budget
+        scorer_set, self.snapshot_errors = self._snapshots.build(generation, stored)
+        return scorer_set
 
 
 def _budget(given: BudgetConfig | None, old: BudgetConfig | None) -> BudgetConfig | None:

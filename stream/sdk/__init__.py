@@ -1,5 +1,6 @@
 """What an app imports: publish traces, send feedback and ground truth, mint feedback tokens."""
 
+from stream.sdk._env import PublisherConfig
 from stream.sdk._feedback import (
     FeedbackError,
     FeedbackReceipt,
@@ -14,6 +15,7 @@ from stream.sdk._tokens import TokenClaims, TokenError, mint_feedback_token, ver
 __all__ = [
     "FeedbackError",
     "FeedbackReceipt",
+    "PublisherConfig",
     "SyncTracePublisher",
     "TokenClaims",
     "TokenError",

@@ -5,8 +5,10 @@ feedback from MLflow to tracewatch is a change of import. Each call returns only
 answered 202, which it does only after Kafka acknowledged the event; anything else raises
 `FeedbackError` with the server's message, so a vote is never lost silently.
 
-Configuration, when not passed: `TRACEWATCH_API_URL` (default `http://127.0.0.1:8080`), the
-first of `TRACEWATCH_API_KEYS`, and the first of `TRACEWATCH_FEEDBACK_SECRETS` for minting.
+Configuration, when not passed: the API's URL (`TRACEWATCH_API_URL`, else
+the `TRACEWATCH_API_HOST`/`TRACEWATCH_API_PORT` the API itself binds to, else
+`http://127.0.0.1:8080`), the first of `TRACEWATCH_API_KEYS`, and the first of
+`TRACEWATCH_FEEDBACK_SECRETS` for minting.
 
 Example (server side, with an API key)::
 
@@ -27,7 +29,7 @@ from typing import Any, Final
 
 import httpx
 
-from stream._exceptions import ConfigError, StreamError
+from stream._exceptions import ConfigError, FeedbackError
 from stream.sdk._tokens import DEFAULT_TOKEN_TTL
 from stream.sdk._tokens import mint_feedback_token as _mint
 
@@ -46,22 +48,6 @@ DEFAULT_API_URL: Final = "http://127.0.0.1:8080"
 _DEFAULT_TIMEOUT: Final = 10.0
 
 
-class FeedbackError(StreamError):
-    """The API did not accept the event (or could not be reached); it was not recorded.
-
-    Attributes:
-        status: The HTTP status, or None when there was no answer.
-        code: The API's error code (`unauthorized`, `token_expired`, `rate_limited`, ...).
-        retry_after: Seconds the server asked to wait before retrying, when it said so.
-    """
-
-    def __init__(
-        self, message: str, *, status: int | None = None, code: str | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.retry_after = retry_after
 
 
 @dataclass(slots=True, frozen=True)
@@ -70,6 +56,40 @@ class FeedbackReceipt:
 
     event_id: str
     trace_id: str
+
+
+# An API bound to every address is reached on loopback.
+_ANY_ADDRESS: Final = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
+
+
+def _default_api_url() -> str:
+    """The API's base URL when none is passed: where `tracewatch api` listens with this environment.
+
+    `TRACEWATCH_API_URL` when set (an API behind a proxy or on another machine); else
+    `http://{TRACEWATCH_API_HOST}:{TRACEWATCH_API_PORT}` with the API's own defaults
+    (`127.0.0.1`, `8080`), an API bound to all addresses (`0.0.0.0`, `::`) reached on loopback.
+    Read from the environment on each call, like the API key.
+
+    Raises:
+        ConfigError: `TRACEWATCH_API_PORT` is not a port number.
+    """
+    url = os.environ.get("TRACEWATCH_API_URL", "").strip()
+    if url:
+        return url
+    host = os.environ.get("TRACEWATCH_API_HOST", "").strip()
+    host = _ANY_ADDRESS.get(host, host)
+    raw_port = os.environ.get("TRACEWATCH_API_PORT", "").strip()
+    if not host and not raw_port:
+        return DEFAULT_API_URL
+    try:
+        port = int(raw_port) if raw_port else 8080
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"TRACEWATCH_API_PORT={raw_port}: must be a port number (1-65535)")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 def _first(env: str) -> str | None:
@@ -145,7 +165,7 @@ def _request(
         FeedbackError: No token, API key or `TRACEWATCH_API_KEYS` to authenticate with.
     """
     if base_url is None and not (client is not None and str(client.base_url)):
-        base_url = os.environ.get("TRACEWATCH_API_URL") or DEFAULT_API_URL
+        base_url = _default_api_url()
     url = f"{base_url.rstrip('/')}{path}" if base_url is not None else path
     headers = {"Accept": "application/json"}
     if token is not None:
@@ -240,8 +260,9 @@ def log_feedback(
         source: An MLflow `AssessmentSource` (or `{"source_type", "source_id"}`), overriding
             `source_type`/`source_id`.
         source_type: `HUMAN`, `LLM_JUDGE` or `CODE`.
-        base_url: The API; `TRACEWATCH_API_URL` or `http://127.0.0.1:8080` by default (or the
-            `client`'s base URL).
+        base_url: The API; by default `TRACEWATCH_API_URL`, else
+            `TRACEWATCH_API_HOST`/`TRACEWATCH_API_PORT`, else `http://127.0.0.1:8080`; or
+            the `client`'s base URL.
         api_key: Server-side credential; the first of `TRACEWATCH_API_KEYS` by default.
         token: A feedback token instead of an API key (its bound user becomes the source).
         client: An `httpx.Client` to reuse (its own timeout applies); one per call otherwise.

@@ -3,6 +3,10 @@
 The contract is the opposite of fire-and-forget logging: `publish` returns only once Kafka
 has acknowledged the trace (acks=all, idempotent producer) and raises otherwise. When the
 producer's buffer is full, the caller waits; nothing is dropped. Closing flushes.
+
+Importing it costs only aiokafka, orjson and `scorers`' entities: its settings come from
+`PublisherConfig` (the same `TRACEWATCH_*` variables as `stream.Settings`, without
+pydantic-settings).
 """
 
 from __future__ import annotations
@@ -11,15 +15,19 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future as ThreadFuture
+from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from scorers import DEFAULT_MAX_TRACE_BYTES, Trace, decode_trace, trace_from_dict
-from stream._config import Settings
 from stream._exceptions import PublishError
 from stream._kafka import AIOKafkaProducer, KafkaError, make_producer
+from stream.sdk._env import PublisherConfig
+
+if TYPE_CHECKING:
+    from stream._config import Settings
 
 __all__ = ["SyncTracePublisher", "TracePublisher", "encode_for_wire"]
 
@@ -56,6 +64,16 @@ def encode_for_wire(trace: Any, *, max_bytes: int = DEFAULT_MAX_TRACE_BYTES) -> 
 class TracePublisher:
     """Async publisher of finished traces to the traces topic, keyed by trace id.
 
+    Args:
+        bootstrap: Kafka's bootstrap servers; `TRACEWATCH_KAFKA_BOOTSTRAP` by default.
+        topic: The traces topic; `<TRACEWATCH_TOPIC_PREFIX>traces` by default.
+        settings: A `stream.Settings` or `PublisherConfig` to take the defaults from instead
+            of the environment.
+        producer: An `AIOKafkaProducer` to use instead of opening one.
+
+    Raises:
+        ConfigError: A `TRACEWATCH_*` variable holds a bad value.
+
     Example:
         async with TracePublisher() as pub:
             await pub.publish(trace)          # returns after Kafka's ack
@@ -68,13 +86,13 @@ class TracePublisher:
         bootstrap: str | None = None,
         *,
         topic: str | None = None,
-        settings: Settings | None = None,
+        settings: Settings | PublisherConfig | None = None,
         producer: AIOKafkaProducer | None = None,
     ) -> None:
-        self._settings = settings or Settings()
+        self._settings = PublisherConfig.of(settings) if settings is not None else PublisherConfig.from_env()
         if bootstrap:
-            self._settings = self._settings.model_copy(update={"kafka_bootstrap": bootstrap})
-        self.topic = topic or self._settings.topics.traces
+            self._settings = replace(self._settings, kafka_bootstrap=bootstrap)
+        self.topic = topic or self._settings.traces_topic
         self._producer = producer or make_producer(self._settings)
         self._started = False
         self.published = 0

@@ -27,11 +27,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from hmac import compare_digest
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import orjson
 
-from stream._exceptions import StreamError
+from stream._exceptions import TokenError, TokenReason
 
 __all__ = [
     "DEFAULT_TOKEN_TTL",
@@ -51,25 +51,12 @@ DEFAULT_TOKEN_TTL: Final = 3600.0
 MAX_TOKEN_CHARS: Final = 4096
 """Longer tokens are refused unread: they could only be an attempt to make us hash megabytes."""
 
-TokenReason = Literal["expired", "bad_signature", "malformed", "wrong_trace", "name_not_allowed", "value_not_allowed"]
 
 _VERSION: Final = 1
 _DOMAIN: Final = b"tracewatch.feedback-token.v1."
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 
-class TokenError(StreamError):
-    """A feedback token was refused; `reason` is one of `TokenReason` (stable, for the API).
-
-    Attributes:
-        reason: `expired`, `bad_signature`, `malformed`, `wrong_trace`, `name_not_allowed`
-            or `value_not_allowed`.
-    """
-
-    def __init__(self, reason: TokenReason, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason: TokenReason = reason
-        self.message = message
 
 
 @dataclass(slots=True, frozen=True)

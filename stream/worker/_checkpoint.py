@@ -3,6 +3,11 @@
 Judges finish out of order, so a partition's messages wait here, in offset order, until every
 message before them is finished too. Only that prefix is ever written out and committed, so
 a crash can only cause redelivery, never loss.
+
+Each partition has an assignment generation, bumped by `reset` (revoke). The loop reads it
+when a batch is fetched and passes it to `add`: a message of a batch fetched before a revoke
+is refused even if the partition came back in between, so a late entry can never stand in
+for messages the reset dropped (and make a commit skip past them).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scorers import Assessment
+from stream._exceptions import OffsetError
 
 __all__ = ["Checkpoint", "DeadLetter", "Entry"]
 
@@ -47,28 +53,47 @@ class Entry:
 class Checkpoint:
     """Per-partition queues of entries; hands out finished prefixes and their commit offsets."""
 
-    __slots__ = ("_last", "_queues", "size")
+    __slots__ = ("_gens", "_last", "_queues", "size")
 
     def __init__(self) -> None:
         self._queues: dict[Any, deque[Entry]] = {}
         self._last: dict[Any, int] = {}
+        self._gens: dict[Any, int] = {}
         self.size = 0
 
-    def add(self, tp: Any, entry: Entry) -> None:
-        """Track a new message. Offsets within a partition must increase.
+    def generation(self, tp: Any) -> int:
+        """The partition's assignment generation: read it when a batch is fetched, give it to `add`."""
+        return self._gens.get(tp, 0)
+
+    def add(self, tp: Any, entry: Entry, gen: int | None = None) -> bool:
+        """Track a new message, unless it belongs to an older assignment of its partition.
+
+        `gen` is `generation(tp)` as read when the message was fetched (None: the current
+        one, for callers that add without awaiting in between). Offsets within a
+        partition must increase. Returns False, tracking nothing, when `gen` is stale: the
+        partition was reset since, and the message belongs to whoever owns it now.
 
         Raises:
-            RuntimeError: an offset went backwards without the partition being reset.
+            OffsetError: an offset went backwards without the partition being reset (a
+                `StreamError` and a `RuntimeError`).
         """
+        if gen is not None and gen != self._gens.get(tp, 0):
+            return False
         last = self._last.get(tp, -1)
         if entry.offset <= last:
-            raise RuntimeError(f"offset went backwards on {tp}: {entry.offset} after {last}")
+            raise OffsetError(
+                f"offset went backwards on {tp}: {entry.offset} after {last}",
+                partition=tp,
+                offset=entry.offset,
+                last=last,
+            )
         self._last[tp] = entry.offset
         q = self._queues.get(tp)
         if q is None:
             q = self._queues[tp] = deque()
         q.append(entry)
         self.size += 1
+        return True
 
     def take_ready(self) -> tuple[list[Entry], dict[Any, int]]:
         """Pop every finished prefix; returns the entries and `{tp: last_offset + 1}` to commit."""
@@ -86,9 +111,14 @@ class Checkpoint:
         return ready, offsets
 
     def reset(self, tps: Iterable[Any]) -> list[Entry]:
-        """Forget partitions (revoked or seeking back); returns their unfinished entries."""
+        """Forget partitions (revoked or seeking back); returns their unfinished entries.
+
+        Bumps each partition's generation, so entries of batches fetched before now are refused.
+        """
         dropped: list[Entry] = []
+        gens = self._gens
         for tp in tps:
+            gens[tp] = gens.get(tp, 0) + 1
             q = self._queues.pop(tp, None)
             if q:
                 dropped.extend(q)

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import signal
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
-from scorers import Assessment, AssessmentError, DecodeError, Trace, assessments_for, decode_trace
+from scorers import DecodeError, decode_trace
 from sinks import Metrics
 from stream._config import Settings
 from stream._events import FeedbackEvent
@@ -34,7 +33,7 @@ from stream.registry._scorer_set import ActiveScorer, ScorerSet
 from stream.worker._checkpoint import Checkpoint, DeadLetter, Entry
 from stream.worker._outbox import Outbox
 from stream.worker._rerun import compress_trace, needs_raw, rerun_with_expectations, to_record
-from stream.worker._sampling import sample_u
+from stream.worker._scoring import Scoring
 
 __all__ = ["Worker", "WorkerOptions"]
 
@@ -47,7 +46,7 @@ class WorkerOptions:
 
     max_records: int = 2000
     poll_interval: float = 0.1
-    judge_max_in_flight: int = 64
+    judge_max_in_flight: int | None = None  # None: Settings.judge_max_in_flight (one default)
     max_uncommitted: int = 20_000
     max_flushes: int = 2
     shutdown_timeout: float = 10.0
@@ -86,12 +85,16 @@ class Worker:
         self.checkpoint = Checkpoint()
         self.stopping = asyncio.Event()
         self.outbox.stopping = self.stopping
-        self._judge_slots = asyncio.Semaphore(self.opts.judge_max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
+        cap = settings.judge_max_in_flight if self.opts.judge_max_in_flight is None else self.opts.judge_max_in_flight
+        if cap < 1:
+            raise ValueError(f"judge_max_in_flight must be >= 1, got {cap}")
+        self.scoring = Scoring(cap, self._tasks)
         self._traces_topic = settings.topics.traces
         self._feedback_topic = settings.topics.feedback
         self._flushes: deque[asyncio.Task[None]] = deque()
         self._last_flush: asyncio.Task[None] | None = None
+        self._last_written: asyncio.Future[None] | None = None  # the last flush's Redis writes
         self.processed = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -127,8 +130,10 @@ class Worker:
                 batch = await consumer.getmany(timeout_ms=timeout, max_records=max_records)
                 if batch:
                     t0 = time.perf_counter()
+                    # Read before any await: a revoke while this batch is scored makes it stale.
+                    gens = {tp: self.checkpoint.generation(tp) for tp in batch}
                     for tp, msgs in batch.items():
-                        await self._process(tp, msgs)
+                        await self._process(tp, msgs, gens[tp])
                         self.metrics.set_lag(tp.topic, tp.partition, _lag(consumer, tp, msgs[-1].offset))
                     self.metrics.batch_done(time.perf_counter() - t0)
                 await self._flush()
@@ -149,13 +154,25 @@ class Worker:
 
     # -- the hot path ----------------------------------------------------------------------
 
-    async def _process(self, tp: TopicPartition, msgs: list[Any]) -> None:
+    async def _process(self, tp: TopicPartition, msgs: list[Any], gen: int | None = None) -> None:
+        """Decode, score and track one partition's messages of a batch fetched at generation `gen`.
+
+        Scoring may wait for a judge slot, and a rebalance can revoke `tp` meanwhile: then the
+        checkpoint refuses the rest of the batch (see `Checkpoint.add`) and it is abandoned,
+        to be redone by the partition's owner, even when that is this worker again.
+        """
+        checkpoint = self.checkpoint
+        if gen is None:
+            gen = checkpoint.generation(tp)
+        elif gen != checkpoint.generation(tp):
+            return  # revoked while an earlier partition of the batch was scored
         active = self._scorers().scorers
         if tp.topic == self._feedback_topic:
-            await self._process_feedback(tp, msgs, active)
+            self._process_feedback(tp, msgs, active, gen)
             return
         keep_raw = needs_raw(active)
-        add = self.checkpoint.add
+        add = checkpoint.add
+        score = self.scoring.score
         max_bytes = self.settings.max_trace_bytes
         received: dict[str, int] = {}
         for msg in msgs:
@@ -167,21 +184,28 @@ class Worker:
                 trace = decode_trace(value, max_bytes=max_bytes)
             except DecodeError as exc:
                 entry.dead = DeadLetter(msg.key, value, exc.reason, exc.message, tp.topic, tp.partition, msg.offset)
-                add(tp, entry)
+                add(tp, entry, gen)
                 continue
             exp = trace.info.experiment_id
             received[exp] = received.get(exp, 0) + 1
             if active:
-                await self._score(trace, entry, active)
+                await score(trace, entry, active)
                 if (keep_raw and entry.pairs) or entry.pending:
                     entry.raw = (trace.info.trace_id, compress_trace(value)) if keep_raw else None
-            add(tp, entry)
+            if not add(tp, entry, gen):
+                self._abandon(tp, entry)
+                return
         self.processed += len(msgs)
         for exp, n in received.items():
             self.metrics.trace_received(exp, n)
 
-    async def _process_feedback(self, tp: TopicPartition, msgs: list[Any], active: tuple[ActiveScorer, ...]) -> None:
-        """Feedback and expectation events: stored and joined in Redis; expectations re-run scorers."""
+    def _process_feedback(
+        self, tp: TopicPartition, msgs: list[Any], active: tuple[ActiveScorer, ...], gen: int
+    ) -> None:
+        """Feedback and expectation events: stored and joined in Redis; expectations re-run scorers.
+
+        Never awaits (re-runs are tasks), so the batch cannot go stale half-way through.
+        """
         add = self.checkpoint.add
         for msg in msgs:
             entry = Entry(msg.offset, tp.partition)
@@ -192,7 +216,7 @@ class Worker:
                 reason = exc.reason if isinstance(exc, DecodeError) else "bad_feedback"
                 detail = exc.message if isinstance(exc, DecodeError) else str(exc)
                 entry.dead = DeadLetter(msg.key, msg.value, reason, detail, tp.topic, tp.partition, msg.offset)
-                add(tp, entry)
+                add(tp, entry, gen)
                 continue
             entry.events.append(to_record(event))
             if event.kind == "expectation" and needs_raw(active):
@@ -201,12 +225,12 @@ class Worker:
                 entry.tasks.append(task)
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            add(tp, entry)
+            add(tp, entry, gen)
         self.processed += len(msgs)
 
     async def _rerun(self, event: FeedbackEvent, entry: Entry, active: tuple[ActiveScorer, ...]) -> None:
         try:
-            entry.pairs.extend(await rerun_with_expectations(event, self.outbox.redis, active))
+            await rerun_with_expectations(event, self.outbox.redis, active, self.scoring, entry)
         except asyncio.CancelledError:
             raise
         except Exception:  # e.g. Redis down: keep the message uncommitted and let it come back
@@ -215,65 +239,12 @@ class Worker:
             return  # pending stays > 0: this offset is never committed by this process
         entry.pending -= 1
 
-    async def _score(self, trace: Trace, entry: Entry, active: tuple[ActiveScorer, ...]) -> None:
-        tid = trace.info.trace_id
-        exp = trace.info.experiment_id
-        u = sample_u(tid)
-        end_ms = _end_ms(trace)
-        for a in active:
-            if u >= a.sample_rate:
-                break  # ordered by descending rate: no later scorer samples this trace
-            if a.experiment_id is not None and a.experiment_id != exp:
-                continue
-            if a.predicate is not None:
-                try:
-                    if not a.predicate(trace):
-                        continue
-                except Exception as exc:  # a filter bug is counted, never a crash
-                    entry.pairs.append(_error_pair(tid, exp, a, "FILTER_ERROR", exc, end_ms))
-                    continue
-            if a.budget is not None and not a.budget.take():
-                entry.pairs.append(
-                    assessments_for(tid, exp, a.name, feedbacks=[], skip_reason="budget",
-                                    version=a.version, trace_end_ms=end_ms)
-                )
-                continue
-            scorer = a.scorer
-            if scorer.is_async or getattr(scorer, "timeout", None):
-                await self._judge_slots.acquire()
-                entry.pending += 1
-                task = asyncio.create_task(self._run_async(a, trace, entry, end_ms))
-                entry.tasks.append(task)
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                continue
-            try:
-                res = scorer.run(trace)
-                entry.pairs.append(
-                    assessments_for(tid, exp, a.name, feedbacks=res.feedbacks, skip_reason=res.skip_reason,
-                                    duration_s=res.duration_s, version=a.version, trace_end_ms=end_ms)
-                )
-            except Exception as exc:  # scorers capture their own errors; this is a safety net
-                entry.pairs.append(_error_pair(tid, exp, a, "WORKER_ERROR", exc, end_ms))
-
-    async def _run_async(self, a: ActiveScorer, trace: Trace, entry: Entry, end_ms: int | None) -> None:
-        tid = trace.info.trace_id
-        exp = trace.info.experiment_id
-        try:
-            res = await a.scorer.arun(trace)
-            if a.budget is not None:
-                a.budget.add_tokens(_tokens_of(res.feedbacks))
-            entry.pairs.append(
-                assessments_for(tid, exp, a.name, feedbacks=res.feedbacks, skip_reason=res.skip_reason,
-                                duration_s=res.duration_s, version=a.version, trace_end_ms=end_ms)
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            entry.pairs.append(_error_pair(tid, exp, a, "WORKER_ERROR", exc, end_ms))
-        finally:
-            entry.pending -= 1
-            self._judge_slots.release()
+    def _abandon(self, tp: TopicPartition, entry: Entry) -> None:
+        """Drop a message scored for an assignment that was revoked meanwhile (its judges too)."""
+        for t in entry.tasks:
+            t.cancel()
+        log.info("%s[%d] was revoked while offset %d was scored: abandoning the rest of the batch",
+                 tp.topic, tp.partition, entry.offset)
 
     async def _wait_some(self) -> None:
         if self._tasks:
@@ -286,13 +257,16 @@ class Worker:
         slow part), but commit strictly in order: each waits for its predecessor to commit
         first, and a failed durable write makes every later flush fail too, so no offset is
         ever committed past a result that is not durable. A commit the group refuses after a
-        rebalance does not fail its flush (see `_commit`).
+        rebalance does not fail its flush (see `_commit`). Their Redis writes happen in order
+        too: a flush writes Redis only after its predecessor did, because a user's later vote
+        replaces the earlier one, so applying them out of order would keep the older vote.
         """
         entries, offsets = self.checkpoint.take_ready()
         if entries:
-            prev = self._last_flush
-            task = asyncio.create_task(self._write_and_commit(entries, offsets, prev))
-            self._last_flush = task
+            prev, prev_written = self._last_flush, self._last_written
+            written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._write_and_commit(entries, offsets, prev, prev_written, written))
+            self._last_flush, self._last_written = task, written
             self._flushes.append(task)
         while self._flushes and (self._flushes[0].done() or len(self._flushes) > self.opts.max_flushes):
             await self._flushes.popleft()  # re-raises a failed flush: the worker stops
@@ -303,9 +277,26 @@ class Worker:
             await self._flushes.popleft()
 
     async def _write_and_commit(
-        self, entries: list[Entry], offsets: dict[Any, int], prev: asyncio.Task[None] | None
+        self,
+        entries: list[Entry],
+        offsets: dict[Any, int],
+        prev: asyncio.Task[None] | None,
+        prev_written: asyncio.Future[None] | None = None,
+        written: asyncio.Future[None] | None = None,
     ) -> None:
-        await self.outbox.write(entries)
+        try:
+            await self.outbox.write(entries, after=prev_written)
+        except asyncio.CancelledError:
+            if written is not None:
+                written.cancel()
+            raise
+        except BaseException as exc:
+            if written is not None:
+                written.set_exception(exc)
+                written.exception()  # the flush task re-raises it; successors see it when they wait
+            raise
+        if written is not None:
+            written.set_result(None)
         if prev is not None:
             await prev  # raises if an earlier durable write failed: then we must not commit either
         await self._commit(offsets)
@@ -353,43 +344,13 @@ class Worker:
             self.stop()
         else:
             self._last_flush = None  # every flush is done and committed (or refused as revoked)
+            self._last_written = None
         dropped = self.checkpoint.reset(revoked)
         for e in dropped:
             for t in e.tasks:
                 t.cancel()
         if dropped:
             log.info("revoked with %d unfinished messages; the new owner will redo them", len(dropped))
-
-
-def _tokens_of(feedbacks: list[Any]) -> int:
-    """Tokens a judge reported in its feedback metadata (for per-scorer token budgets)."""
-    total = 0
-    for fb in feedbacks:
-        meta = fb.metadata or {}
-        total += int(meta.get("prompt_tokens") or 0) + int(meta.get("completion_tokens") or 0)
-    return total
-
-
-def _end_ms(trace: Trace) -> int | None:
-    """When the traced request ended; None when unknown or out of range, never an error.
-
-    Every assessment of the trace carries it, so a value JSON cannot write (a 2**64-1 request
-    time plus a duration) used to fail the flush and crash-loop every worker on one message.
-    `TraceInfo.end_ms` bounds it; the decoder already refuses such traces (`bad_value`).
-    """
-    return trace.info.end_ms
-
-
-def _error_pair(
-    tid: str, exp: str, a: ActiveScorer, code: str, exc: BaseException, end_ms: int | None
-) -> list[Assessment]:
-    from scorers import Feedback
-
-    fb = Feedback(
-        name=a.name,
-        error=AssessmentError(code, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5)),
-    )
-    return assessments_for(tid, exp, a.name, feedbacks=[fb], version=a.version, trace_end_ms=end_ms)
 
 
 def _lag(consumer: AIOKafkaConsumer, tp: TopicPartition, last_offset: int) -> int:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from scorers import Assessment
@@ -58,13 +58,14 @@ class Outbox:
         self._n_assessment_partitions: int | None = None
         self.dead_letter_limit = dead_letter_limit  # lowered for good when the broker refuses a size
 
-    async def write(self, entries: Sequence[Entry]) -> None:
+    async def write(self, entries: Sequence[Entry], *, after: Awaitable[None] | None = None) -> None:
         """Make every result of `entries` durable in Kafka and Redis, then count it.
 
         Retries Redis until it answers (it may be restarting); stops retrying only when
         `stopping` is set, raising so that nothing is committed. A dead letter the broker
         refuses for its size is sent again, smaller, rather than failing the batch: a bad
-        message must never block its partition.
+        message must never block its partition. With `after` (the previous batch's writes),
+        the Redis writes wait for it: feedback must reach Redis in the order of its topic.
 
         Raises:
             KafkaUnavailableError: a produce was not acknowledged.
@@ -115,6 +116,8 @@ class Outbox:
         for d in dead:
             m.trace_invalid(d.reason)
             m.dead_lettered(d.reason)
+        if after is not None:
+            await after  # raises if the previous batch failed: then this one must not write either
         if not pairs and not events and not raws:
             return
         result = await self._write_redis(pairs, events, raws)

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import cramjam
 import orjson
 
-from scorers import Assessment, DecodeError, Trace, assessments_for, decode_trace
+from scorers import DecodeError, decode_trace
 from sinks import FeedbackRecord, RedisSink
 from stream._events import FeedbackEvent, thumb_of
 from stream.registry._scorer_set import ActiveScorer
-from stream.worker._sampling import sample_u
+from stream.worker._checkpoint import Entry
+from stream.worker._scoring import Scoring
 
 __all__ = ["compress_trace", "needs_raw", "rerun_with_expectations", "to_record"]
 
@@ -58,48 +58,35 @@ async def rerun_with_expectations(
     event: FeedbackEvent,
     sink: RedisSink,
     active: tuple[ActiveScorer, ...],
-) -> list[list[Assessment]]:
+    scoring: Scoring,
+    entry: Entry,
+) -> None:
     """Score the stored trace again with its ground truth, for scorers that need it.
 
+    The scorers go through the same path as on the trace's first pass (`Scoring.score`:
+    sampling, the guarded filter, the budget), their pairs going to `entry`, the
+    expectation message's entry; judges are started as tasks counted in `entry.pending`.
     The run id is a hash of the expectations, so a redelivered expectation re-runs into the
     same guard in Redis and counts nothing twice; new ground truth is a new run.
-    Returns no pairs when the trace was never sampled by such a scorer (nothing stored).
+    Adds no pairs when the trace was never sampled by such a scorer (nothing stored).
+
+    Raises:
+        SinkUnavailableError: Redis did not answer (the caller keeps the message uncommitted).
     """
-    wanting = [a for a in active if "expectations" in getattr(a.scorer, "params", ())]
+    wanting = tuple(a for a in active if "expectations" in getattr(a.scorer, "params", ()))
     if not wanting:
-        return []
+        return
     raw = await sink.trace_raw(event.trace_id)
     if raw is None:
         log.info("expectation for %s: trace not stored (not sampled or expired)", event.trace_id)
-        return []
+        return
     try:
         trace = decode_trace(bytes(cramjam.lz4.decompress_block(raw)), max_bytes=1 << 62)
     except DecodeError:
         log.warning("stored trace %s does not decode; expectation not applied", event.trace_id)
-        return []
+        return
     doc = await sink.get_trace(event.trace_id) or {}
     expectations: dict[str, Any] = dict(doc.get("expectations") or {})
     expectations[event.name] = event.value
     run_id = "e" + hashlib.sha1(orjson.dumps(expectations, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
-    return await _score_all(trace, wanting, expectations, run_id)
-
-
-async def _score_all(
-    trace: Trace, wanting: list[ActiveScorer], expectations: Mapping[str, Any], run_id: str
-) -> list[list[Assessment]]:
-    tid, exp = trace.info.trace_id, trace.info.experiment_id
-    u = sample_u(tid)
-    end = trace.info.timestamp_ms
-    end_ms = None if end is None else end + (trace.info.execution_duration_ms or 0)
-    pairs: list[list[Assessment]] = []
-    for a in wanting:
-        if u >= a.sample_rate or (a.experiment_id is not None and a.experiment_id != exp):
-            continue
-        if a.predicate is not None and not a.predicate(trace):
-            continue
-        res = await a.scorer.arun(trace, expectations)
-        pairs.append(
-            assessments_for(tid, exp, a.name, feedbacks=res.feedbacks, skip_reason=res.skip_reason,
-                            duration_s=res.duration_s, version=a.version, trace_end_ms=end_ms, run_id=run_id)
-        )
-    return pairs
+    await scoring.score(trace, entry, wanting, expectations, run_id)

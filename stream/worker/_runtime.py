@@ -102,13 +102,8 @@ async def run_worker(
     )
     producer = make_producer(settings)
     consumer = make_consumer(settings)
-    judges = JudgeClient(
-        settings.judge_base_url,
-        settings.judge_api_key,
-        max_in_flight=settings.judge_max_in_flight,
-        timeout=settings.judge_timeout_s,
-        on_request=metrics.judge_request,
-    )
+    # Every judge knob (RPM, TPM, prices, timeouts) from Settings, as `evaluate` builds it.
+    judges = JudgeClient(**settings.judge_client_options(), on_request=metrics.judge_request)
     registry = watcher = None
     if scorers is None:
         registry = Registry.from_settings(settings)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from scorers import decode_trace
+from scorers import Trace, decode_trace, resolve_scorer
 from sinks import RedisSink
 from stream import Settings
 from stream._events import FeedbackEvent
 from stream._kafka import create_topics
+from stream.registry._scorer_set import ActiveScorer, ScorerSet
+from stream.worker._runtime import WorkerHandle, run_worker
 from tests.helpers import parse_metrics, synth_traces
 from tests.integration.test_worker import publish, running_worker
 
@@ -172,3 +175,57 @@ async def test_expectation_after_trace_produces_expectation_based_assessment(set
     cov = await sink.coverage("1", "exact_match")
     assert cov.get("skipped") == 1 and cov.get("scored") == 1  # a re-run on ground truth is a new attempt
     await sink.aclose()
+
+
+async def test_a_filter_raising_on_a_rerun_is_an_error_pair_and_the_worker_goes_on(
+    settings: Settings, fixture_bytes: list[bytes]
+) -> None:
+    """Issue 12: the re-run called the filter unguarded, so a filter that raised there stopped
+    the worker, and the expectation was redelivered (and stopped it) on every restart."""
+    await create_topics(settings)
+    (tid, data), (tid2, data2) = list(synth_traces(fixture_bytes[:2], 2, seed=34))
+    trace = decode_trace(data)
+    seen: set[str] = set()
+
+    def breaks_on_second_look(t: Trace) -> bool:  # passes the first pass, raises on the re-run
+        if t.info.trace_id in seen:
+            raise KeyError("metadata.gone")
+        seen.add(t.info.trace_id)
+        return True
+
+    exact = resolve_scorer("exact_match")
+    snapshot = ScorerSet.of([ActiveScorer(exact, exact.name, predicate=breaks_on_second_look)])
+    handle = WorkerHandle()
+    task = asyncio.create_task(
+        run_worker(settings, lambda: snapshot, metrics_port=-1, handle=handle, install_signals=False)
+    )
+    sink = RedisSink.from_url(settings.redis_url, prefix=settings.redis_prefix)
+
+    async def state_of(t: str) -> str | None:
+        doc = await sink.get_trace(t)
+        return (doc or {}).get("assessments", {}).get("exact_match", {}).get("state")
+
+    try:
+        await asyncio.wait_for(handle.ready.wait(), 60)
+        await publish(settings, [(tid, data)])
+        await wait_until(lambda: _is(state_of(tid), "skipped"))  # missing_expectations; trace stored
+        await send_events(settings, [FeedbackEvent("expectation", tid, "expected_response", trace.outputs)])
+        await wait_until(lambda: _is(state_of(tid), "error"), timeout=30)
+        await publish(settings, [(tid2, data2)])  # the worker is still consuming
+        await wait_until(lambda: _is(state_of(tid2), "skipped"), timeout=30)
+        assert handle.worker is not None and not handle.worker.stopping.is_set()
+    finally:
+        if handle.worker is not None:
+            handle.worker.stop()
+        await asyncio.wait_for(task, 60)
+    doc = await sink.get_trace(tid)
+    a = doc["assessments"]["exact_match"]
+    assert a["run_id"].startswith("e")
+    assert a["error"]["error_code"] == "FILTER_ERROR" and "KeyError" in a["error"]["error_message"]
+    cov = await sink.coverage("1", "exact_match")
+    assert cov.get("skipped") == 2 and cov.get("error") == 1
+    await sink.aclose()
+
+
+async def _is(value: Awaitable[str | None], want: str) -> bool:
+    return await value == want

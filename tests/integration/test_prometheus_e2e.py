@@ -16,7 +16,7 @@ Thresholds and sample-size guards are kept as they are (`increase10m >= 50` beco
 50 verdicts in 10s", met by the traffic rate below). Numeric constants that stand for a
 duration (NoTracesReceived's `* 900`) are not scaled: that alert is not under test.
 
-Traffic (deploy/traffic/generate.py, the compose `traffic` profile's generator): the MLflow
+Traffic (`stream.traffic`, behind the compose `traffic` profile's deploy/traffic/generate.py): the MLflow
 fixtures under fresh trace ids at RATE traces/s; `no_error` passes on the OK fixtures and fails
 on the ERROR one (mlflow_trace_04). Baseline: 5% failed, until the sample guard has held for
 a while (so the alert could have fired and did not). Then the failed share jumps to 85%: the
@@ -45,7 +45,8 @@ import pytest
 
 from stream import Settings, TracePublisher
 from stream._kafka import create_topics
-from tests.helpers import free_port, load_generator
+from stream.traffic import TraceFactory, load_templates, replay
+from tests.helpers import free_port
 from tests.integration.test_worker import running_worker
 
 pytestmark = pytest.mark.integration
@@ -244,8 +245,7 @@ async def test_pass_rate_regression_fires_on_a_real_prometheus(
     settings: Settings, fixtures_dir: Path, tmp_path: Path
 ) -> None:
     t_start = time.monotonic()
-    gen = load_generator()
-    corpus = gen.load_corpus(fixtures_dir)
+    corpus = load_templates(fixtures_dir)
     assert corpus.ok and corpus.failed, "the fixtures need OK traces and the ERROR one (mlflow_trace_04)"
     rule_files = [compress_rules(RULES / name, tmp_path / name) for name in ("recording.yml", "alerts.yml")]
     await create_topics(settings)
@@ -274,9 +274,9 @@ async def test_pass_rate_regression_fires_on_a_real_prometheus(
                 await wait_targets_up(prom, set(targets))
                 timeline.append(f"{time.monotonic() - t_start:5.1f}s targets up: {sorted(targets)}")
 
-                factory = gen.TraceFactory(corpus, seed=20261126)
+                factory = TraceFactory(corpus, seed=20261126)
                 traffic = asyncio.create_task(
-                    gen.replay(pub, factory, rate=RATE, error_share=lambda _t: phase["share"], stop=stop_traffic)
+                    replay(pub, factory, rate=RATE, error_share=lambda _t: phase["share"], stop=stop_traffic)
                 )
 
                 # -- baseline: the guard is met, the pass rate is steady, the alert stays quiet

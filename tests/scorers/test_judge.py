@@ -103,8 +103,9 @@ async def test_complete_sends_openai_request_and_accounts_tokens_and_cost() -> N
     assert (result.prompt_tokens, result.completion_tokens, result.attempts) == (1000, 500, 1)
     assert result.cost == pytest.approx(0.4 + 0.8)
     assert client.stats.cost == pytest.approx(1.2) and client.stats.prompt_tokens == 1000
-    ((model, status, latency, p, c),) = calls
+    ((model, status, latency, p, c, cost),) = calls
     assert (model, status, p, c) == ("gpt-4.1-mini", "ok", 1000, 500) and latency >= 0
+    assert cost == pytest.approx(1.2)  # the metrics hook gets the spend (tracewatch_judge_cost_usd_total)
 
 
 async def test_prompt_over_the_cap_is_truncated_with_a_marker() -> None:

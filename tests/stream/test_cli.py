@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 import stream.worker._runtime as runtime
 from sinks import serve_metrics
-from stream.cli._app import _env_of, app
+from stream.cli._app import app
+from stream.cli._worker import env_of as _env_of
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The outbox's dead-letter path against a fake producer whose broker refuses large records."""
+"""The outbox against fakes: dead letters the broker refuses as too large, and the order that
+makes a commit safe (Kafka acked, then Redis written, then metrics; any failure raises)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
-from sinks import Metrics
-from stream._config import Topics
+from scorers import Feedback, assessments_for
+from sinks import Metrics, SinkUnavailableError, WriteResult
+from sinks._join import JoinCounts
+from stream._config import Settings, Topics
 from stream._exceptions import KafkaUnavailableError
 from stream.worker._checkpoint import DeadLetter, Entry
 from stream.worker._dead_letter import MIN_DEAD_LETTER_BYTES, record_size
@@ -109,3 +112,110 @@ async def test_other_produce_errors_still_fail_the_write() -> None:
     with pytest.raises(KafkaUnavailableError):
         await box.write([dead_entry(1, b"{")])
     assert reg.get_sample_value("tracewatch_dlq_total", {"reason": "too_large"}) is None
+
+
+# -- what is durable before a commit: Kafka, then Redis, then metrics -------------------------
+
+
+class FakeRedis:
+    """`store_raw`/`write_all` of `RedisSink`; `down` failures first, then every pair is new."""
+
+    def __init__(self, down: int = 0) -> None:
+        self.down = down
+        self.writes: list[tuple[int, str]] = []  # (pairs, token)
+
+    async def store_raw(self, raws: list[tuple[str, bytes]]) -> None:
+        if self.down:
+            raise SinkUnavailableError("redis is loading")
+
+    async def write_all(self, pairs: list[Any], events: list[Any], *, token: str) -> WriteResult:
+        await asyncio.sleep(0)
+        if self.down:
+            self.down -= 1
+            raise SinkUnavailableError("connection refused")
+        self.writes.append((len(pairs), token))
+        return WriteResult([True] * len(pairs), [True] * len(events), JoinCounts())
+
+
+class FakeMetrics:
+    """Records which counters were moved."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self.calls.append(name)
+
+
+def scored_entry(offset: int) -> Entry:
+    e = Entry(offset, 0)
+    e.pairs.append(assessments_for(f"tr-{offset}", "1", "s", feedbacks=[Feedback(True)]))
+    return e
+
+
+def real_outbox(producer: FakeProducer, redis: FakeRedis) -> tuple[Outbox, FakeMetrics]:
+    metrics = FakeMetrics()
+    box = Outbox(producer, Topics("tw."), redis, metrics, max_retry_interval=0.01)  # type: ignore[arg-type]
+    return box, metrics
+
+
+async def test_a_failed_produce_writes_nothing_to_redis_and_counts_nothing() -> None:
+    redis = FakeRedis()
+    box, metrics = real_outbox(FakeProducer(broker_max=10**9, error=KafkaConnectionError()), redis)
+    with pytest.raises(KafkaUnavailableError):
+        await box.write([scored_entry(0), scored_entry(1)])
+    assert redis.writes == [] and "record_pairs" not in metrics.calls
+
+
+async def test_redis_is_retried_with_one_token_and_counted_once_it_answers() -> None:
+    producer, redis = FakeProducer(broker_max=10**9), FakeRedis(down=2)
+    box, metrics = real_outbox(producer, redis)
+    await box.write([scored_entry(0), scored_entry(1)])
+    assert [topic for topic, _ in producer.acked] == ["tw.assessments"]  # Kafka acked before Redis
+    assert len(redis.writes) == 1 and redis.writes[0][0] == 2
+    assert metrics.calls.count("redis_retry") == 2 and metrics.calls.count("record_pairs") == 1
+
+
+async def test_redis_down_while_stopping_raises_and_counts_nothing() -> None:
+    redis = FakeRedis(down=10**6)
+    box, metrics = real_outbox(FakeProducer(broker_max=10**9), redis)
+    box.stopping = asyncio.Event()
+    box.stopping.set()
+    with pytest.raises(SinkUnavailableError):
+        await box.write([scored_entry(0)])
+    assert "record_pairs" not in metrics.calls
+
+
+@pytest.mark.parametrize("fault", ["kafka", "redis"])
+async def test_a_failed_durable_write_stops_every_later_commit_of_the_worker(fault: str) -> None:
+    """The real outbox under the worker's flush chain: once a write fails, nothing is committed
+    again, even for later batches whose own writes succeed."""
+    from aiokafka import TopicPartition
+
+    from stream.registry._scorer_set import ScorerSet
+    from stream.worker._loop import Worker
+    from tests.stream.test_worker_commit import FakeConsumer
+
+    tp = TopicPartition("tw.traces", 0)
+    producer = FakeProducer(broker_max=10**9, error=KafkaConnectionError() if fault == "kafka" else None)
+    redis = FakeRedis(down=1 if fault == "redis" else 0)
+    box, _ = real_outbox(producer, redis)
+    consumer = FakeConsumer({tp})
+    empty = ScorerSet.of([])
+    worker = Worker(Settings(topic_prefix="tw."), consumer, box, Metrics(CollectorRegistry()), lambda: empty)
+    worker.stop()  # Redis is not retried while stopping: the failure is final
+    worker.checkpoint.add(tp, scored_entry(0))
+    await worker._flush()
+    await asyncio.sleep(0.01)  # the first write fails
+    producer.error = None  # Kafka and Redis are both healthy for the next batch
+    errors: list[Exception] = []
+    worker.checkpoint.add(tp, scored_entry(1))
+    for step in (worker._flush, worker._drain_flushes, worker._drain_flushes):
+        try:
+            await step()
+        except (KafkaUnavailableError, SinkUnavailableError) as exc:
+            errors.append(exc)
+    assert errors
+    assert consumer.committed == []
+    if fault == "redis":
+        assert redis.writes == [] or redis.writes[0][0] == 1  # the second batch may be written, never committed

@@ -166,3 +166,39 @@ def test_mint_needs_a_secret() -> None:
         mint_feedback_token(TID)
     tok = mint_feedback_token(TID, secret="given")
     assert verify_feedback_token(tok, secrets=["given"], trace_id=TID, name="user_satisfaction", value=1)
+
+
+@pytest.mark.parametrize(
+    ("env", "url"),
+    [
+        ({}, "http://127.0.0.1:8080/v1/feedback"),
+        ({"TRACEWATCH_API_PORT": "58080"}, "http://127.0.0.1:58080/v1/feedback"),
+        ({"TRACEWATCH_API_HOST": "10.0.0.7", "TRACEWATCH_API_PORT": "58080"}, "http://10.0.0.7:58080/v1/feedback"),
+        ({"TRACEWATCH_API_HOST": "0.0.0.0"}, "http://127.0.0.1:8080/v1/feedback"),
+        ({"TRACEWATCH_API_HOST": "::", "TRACEWATCH_API_PORT": "9"}, "http://[::1]:9/v1/feedback"),
+        # the explicit URL wins over the API's bind address
+        ({"TRACEWATCH_API_URL": "https://fb.example/", "TRACEWATCH_API_PORT": "58080"}, "https://fb.example/v1/feedback"),
+    ],
+)
+def test_default_url_follows_the_api_address(monkeypatch, env, url) -> None:
+    """Issue 20 item 1: an API on another port (TRACEWATCH_API_PORT) is reached without TRACEWATCH_API_URL."""
+    for name in ("TRACEWATCH_API_HOST", "TRACEWATCH_API_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(202, json={"event_id": "e1", "trace_id": TID})
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as c:
+        log_feedback(TID, value=False, source_id="u-42", api_key=KEY, client=c)
+        log_expectation(TID, "answer", "yes", api_key=KEY, client=c)
+    assert seen == [url, url.replace("/v1/feedback", "/v1/expectations")]
+
+
+def test_a_bad_api_port_names_the_variable(monkeypatch) -> None:
+    monkeypatch.setenv("TRACEWATCH_API_PORT", "eighty")
+    with pytest.raises(ConfigError, match="TRACEWATCH_API_PORT=eighty"):
+        log_feedback(TID, value=True, api_key=KEY)

@@ -8,7 +8,7 @@ only a failed durable write may stop later commits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import pytest
@@ -58,12 +58,14 @@ class FakeOutbox:
         self.fail: Exception | None = None
         self.gates: list[asyncio.Event] = []
 
-    async def write(self, entries: Sequence[Entry]) -> None:
+    async def write(self, entries: Sequence[Entry], *, after: Awaitable[None] | None = None) -> None:
         if self.gates:
             await self.gates.pop(0).wait()
         if self.fail is not None:
             exc, self.fail = self.fail, None
             raise exc
+        if after is not None:
+            await after  # the previous batch's Redis writes, as the real outbox does
         self.written.append([e.offset for e in entries])
 
 

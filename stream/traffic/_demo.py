@@ -1,4 +1,4 @@
-"""Realistic traffic for the demo: the MLflow sales-email agent, with a regression in the middle.
+"""The demo's traffic: the MLflow sales-email agent, with a regression in the middle.
 
 Traces are the real MLflow fixtures (retriever, CRM tool, chat model, post-processing) under
 new ids and current timestamps, with varied requests, outputs and latencies. In the
@@ -8,19 +8,15 @@ slower, and some of them leak a phone number; end users notice and vote down mor
 
 from __future__ import annotations
 
-import copy
+import os
 import random
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-import orjson
+from stream.traffic._template import load_templates, new_trace_id
 
-__all__ = ["DemoTrace", "Phase", "demo_traffic", "load_templates"]
+__all__ = ["BAD_MARKER", "PHASES", "DemoTrace", "Phase", "demo_traffic"]
 
 ACCOUNTS = [
     ("Acme Corp", "ACME-001"), ("Globex", "GLOBEX-002"), ("Initech", "INITECH-003"), ("Umbrella", "UMB-004"),
@@ -61,13 +57,6 @@ class DemoTrace:
     user: str
 
 
-def load_templates(fixtures: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The OK and the failing (CRM timeout) agent traces from the MLflow fixtures."""
-    ok = orjson.loads((fixtures / "mlflow_trace_01_ok_acme.json").read_bytes())
-    err = orjson.loads((fixtures / "mlflow_trace_04_error_crm_timeout.json").read_bytes())
-    return ok, err
-
-
 def _email(account: str, topic: str, rng: random.Random, *, long: bool, leak: bool) -> str:
     body = (
         f"Subject: Next steps for {account}\n\nHi {account} team,\n\n"
@@ -81,26 +70,22 @@ def _email(account: str, topic: str, rng: random.Random, *, long: bool, leak: bo
     return body + "\n\nBest regards,\nDana"
 
 
-def _retime(trace: dict[str, Any], start_ns: int, duration_ms: int) -> None:
-    info = trace["info"]
-    info["request_time"] = datetime.fromtimestamp(start_ns / 1e9, tz=UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
-    info["execution_duration_ms"] = duration_ms
-    spans = trace["data"]["spans"]
-    t0 = min(s["start_time_unix_nano"] for s in spans)
-    scale = duration_ms * 1e6 / max(1, max(s["end_time_unix_nano"] for s in spans) - t0)
-    for s in spans:
-        s["start_time_unix_nano"] = start_ns + int((s["start_time_unix_nano"] - t0) * scale)
-        s["end_time_unix_nano"] = start_ns + int((s["end_time_unix_nano"] - t0) * scale)
-
-
 def demo_traffic(
-    fixtures: Path, n: int, *, seed: int = 42, vote_rate: float = 0.3, experiment_id: str = "1"
+    fixtures: str | os.PathLike[str] | None,
+    n: int,
+    *,
+    seed: int = 42,
+    vote_rate: float = 0.3,
+    experiment_id: str = "1",
+    clock: Callable[[], float] = time.time,
 ) -> Iterator[DemoTrace]:
-    """`n` traces in phase order, stamped with the current time as they are generated."""
+    """`n` traces in phase order, stamped with the current time as they are generated.
+
+    The fixtures default to `find_fixtures()`.
+    """
     rng = random.Random(seed)
-    ok, err = load_templates(fixtures)
+    templates = load_templates(fixtures)
+    ok, err = templates.named("01_ok_acme"), templates.named("04_error_crm_timeout")
     bounds: list[tuple[int, Phase]] = []
     acc = 0.0
     for ph in PHASES:
@@ -109,30 +94,29 @@ def demo_traffic(
     for i in range(n):
         phase = next(ph for limit, ph in bounds if i < limit)
         failed = rng.random() < phase.error_rate
-        trace = copy.deepcopy(err if failed else ok)
         account, acct_id = rng.choice(ACCOUNTS)
         topic = rng.choice(TOPICS)
         leak = not failed and rng.random() < phase.leak_rate
         long = not failed and phase.name == "regression" and rng.random() < 0.4
         slow = rng.random() < phase.slow_rate
-        tid = f"tr-{uuid.UUID(int=rng.getrandbits(128)).hex}"
-        info = trace["info"]
-        info["trace_id"] = tid
-        info["client_request_id"] = f"req-{i:06d}"
-        info["trace_location"] = {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}}
-        info["tags"] = {**info.get("tags", {}), "app.version": "1.5.0" if phase.name == "regression" else "1.4.2"}
+        tid = new_trace_id(rng)
         user = f"rep-{rng.randint(1, 40)}"
-        info["trace_metadata"] = {**info.get("trace_metadata", {}), "mlflow.trace.user": user}
-        request = {"request": f"Draft a short intro email to {account} addressing {topic}.", "account_id": acct_id}
         bad = failed or leak or long
-        root = next(s for s in trace["data"]["spans"] if not s.get("parent_span_id"))
-        root["attributes"]["mlflow.spanInputs"] = orjson.dumps(request).decode()
-        root["attributes"]["mlflow.traceRequestId"] = orjson.dumps(tid).decode()
+        text = None
         if not failed:
             text = _email(account, topic, rng, long=long, leak=leak) + (f" {BAD_MARKER}" if bad else "")
-            root["attributes"]["mlflow.spanOutputs"] = orjson.dumps(text).decode()
         duration = rng.randint(3200, 7000) if slow else rng.randint(600, 2400)
-        _retime(trace, time.time_ns() - duration * 1_000_000, duration)
+        data = (err if failed else ok).render(
+            tid,
+            start_ms=int(clock() * 1000) - duration,
+            duration_ms=duration,
+            experiment=experiment_id,
+            client_request_id=f"req-{i:06d}",
+            inputs={"request": f"Draft a short intro email to {account} addressing {topic}.", "account_id": acct_id},
+            outputs=text,
+            tags={"app.version": "1.5.0" if phase.name == "regression" else "1.4.2"},
+            metadata={"mlflow.trace.user": user},
+        )
         votes = rng.random() < vote_rate
         happy = rng.random() < (phase.thumbs_up if not bad else phase.thumbs_up * 0.5)
-        yield DemoTrace(tid, phase.name, orjson.dumps(trace), bad, happy if votes else None, user)
+        yield DemoTrace(tid, phase.name, data, bad, happy if votes else None, user)

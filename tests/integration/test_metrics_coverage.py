@@ -1,0 +1,259 @@
+"""Every metric the docs, dashboards and rules name is produced by the running code.
+
+Names are read from /work/shared/DESIGN.md (or `$TRACEWATCH_SHARED/DESIGN.md`), README.md,
+docs/*.md, the Prometheus rules (deploy/prometheus/rules/*.yml) and the Grafana dashboards
+(deploy/grafana/dashboards/*.json): every `tracewatch_*` token. A name with a colon is a recording
+rule (`experiment_scorer:tracewatch_pass_rate:ratio_rate10m`) and must be recorded by
+rules/recording.yml; any other name must appear in a scrape, as itself or as one of its
+samples (`_total`, `_bucket`, `_sum`, `_count`).
+
+The scrape comes from a real worker and a real API, each started as its CLI command
+(`python -m stream worker`, `python -m stream api`) on the test stack's Kafka and Redis, after a
+scenario touching every path: good traces and one failing trace (`no_error` pass and fail), an
+undecodable message (DLQ), a judge (`Safety`) against our judge test server
+(stream/cli/judge_server.py) with prices set (tokens and cost), a code scorer that raises
+(`error`), scorers that skip (`exact_match` without expectations, `RetrievalGroundedness` on
+traces without a retriever span), user votes (feedback and judge-user agreement) and an
+expectation through the API (a re-run). The test fails on any named metric without a sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream._config import Settings
+from stream._kafka import create_topics
+from tests.conftest import TEST_REDIS_URL
+from tests.helpers import free_port, synth_traces
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("TRACEWATCH_SHARED", REPO.parent / "shared"))
+DESIGN = SHARED / "DESIGN.md"
+NAME = re.compile(r"[A-Za-z0-9_:]*tracewatch_[a-z0-9][a-z0-9_]*[A-Za-z0-9_:]*")
+SUFFIXES = ("", "_total", "_bucket", "_sum", "_count")
+JUDGE_MODEL = "gpt-4.1-mini"
+API_KEY = "metrics-coverage-key"
+
+
+def named_sources() -> list[Path]:
+    files = [
+        REPO / "README.md",
+        *sorted((REPO / "docs").glob("*.md")),
+        *sorted((REPO / "deploy" / "prometheus" / "rules").glob("*.yml")),
+        *sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json")),
+    ]
+    if DESIGN.exists():
+        files.append(DESIGN)
+    return files
+
+
+def named_metrics() -> dict[str, list[str]]:
+    """Every `tracewatch_*` name in the docs, dashboards and rules -> the files naming it."""
+    out: dict[str, list[str]] = {}
+    for path in named_sources():
+        for name in set(NAME.findall(path.read_text())):
+            out.setdefault(name, []).append(path.name)
+    return out
+
+
+def recorded_rules() -> set[str]:
+    text = (REPO / "deploy" / "prometheus" / "rules" / "recording.yml").read_text()
+    return set(re.findall(r"^\s*-?\s*record:\s*(\S+)", text, re.MULTILINE))
+
+
+def test_names_are_found_in_every_kind_of_source() -> None:
+    """The parser sees the sources the test is about (an empty set would pass vacuously)."""
+    named = named_metrics()
+    assert "tracewatch_dlq_total" in named
+    assert any(":" in n for n in named), "no recording rule names found"
+    kinds = {Path(f).suffix for files in named.values() for f in files}
+    assert {".md", ".yml", ".json"} <= kinds
+
+
+def test_recording_rule_names_are_recorded() -> None:
+    rules = recorded_rules()
+    unknown = {n: f for n, f in named_metrics().items() if ":" in n and n not in rules}
+    assert not unknown, f"recording-rule names no rule records: {unknown}"
+
+
+def missing_from(named: dict[str, list[str]], samples: set[str]) -> dict[str, list[str]]:
+    return {
+        n: files for n, files in sorted(named.items())
+        if ":" not in n and not any(n + s in samples for s in SUFFIXES)
+    }
+
+
+def test_missing_from_accounts_for_suffixes() -> None:
+    named = {"tracewatch_a_total": ["x"], "tracewatch_h": ["x"], "tracewatch_h_bucket": ["x"], "tracewatch_g": ["x"],
+             "r:tracewatch_x:rate5m": ["x"]}
+    assert missing_from(named, {"tracewatch_a_total", "tracewatch_h_bucket", "tracewatch_h_sum"}) == {"tracewatch_g": ["x"]}
+
+
+# ------------------------------------------------------------------------------ the scrape
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "stream", *args], env=env, cwd=REPO,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args} exited {proc.returncode}:\n{log.read_text()[-4000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not up within {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+def scrape(url: str) -> tuple[set[str], dict[tuple[str, frozenset[tuple[str, str]]], float]]:
+    text = httpx.get(url, timeout=5.0).text
+    values: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            values[(s.name, frozenset(s.labels.items()))] = s.value
+    return {name for name, _ in values}, values
+
+
+def total(values: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, ls), v in values.items() if n == name and want <= ls)
+
+
+@pytest.fixture
+def stack_env(settings: Settings, judge_server, tmp_path: Path) -> Iterator[dict[str, str]]:
+    from tests.helpers import fresh_judge
+
+    fresh_judge(judge_server)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEWATCH_")}
+    env.update(
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        TRACEWATCH_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        TRACEWATCH_REDIS_URL=TEST_REDIS_URL,
+        TRACEWATCH_REDIS_PREFIX=settings.redis_prefix,
+        TRACEWATCH_TOPIC_PREFIX=settings.topic_prefix,
+        TRACEWATCH_CONSUMER_GROUP=settings.consumer_group,
+        TRACEWATCH_PARTITIONS=str(settings.partitions),
+        TRACEWATCH_SCORER_MODULES="tests.fixtures_pkg",
+        TRACEWATCH_JUDGE_BASE_URL=judge_server.base_url,
+        TRACEWATCH_JUDGE_API_KEY="test-key",
+        TRACEWATCH_JUDGE_PRICES=f'{{"{JUDGE_MODEL}": [0.0004, 0.0016]}}',
+        TRACEWATCH_API_KEYS=API_KEY,
+        TRACEWATCH_METRICS_PORT=str(free_port()),
+        TRACEWATCH_API_PORT=str(free_port()),
+    )
+    yield env
+
+
+SCORERS = ["no_error@1.0", "Safety@1.0", "exact_match@1.0", "RetrievalGroundedness@1.0",
+           "tests.fixtures_pkg.failing_scorers:always_raises@1.0"]
+N_GOOD = 28  # 4 of each of the 7 fixtures; mlflow_trace_04 is a failed request (no_error fails)
+
+
+@pytest.mark.integration
+def test_every_named_metric_is_produced(stack_env: dict[str, str], settings: Settings, fixture_bytes: list[bytes],
+                                        tmp_path: Path) -> None:
+    asyncio.run(create_topics(settings))
+    worker_url = f"http://127.0.0.1:{stack_env['TRACEWATCH_METRICS_PORT']}/metrics"
+    api = f"http://127.0.0.1:{stack_env['TRACEWATCH_API_PORT']}"
+    worker_log, api_log = tmp_path / "worker.log", tmp_path / "api.log"
+    worker = _start(["worker", *[a for s in SCORERS for a in ("--scorer", s)]], stack_env, worker_log)
+    api_proc = _start(["api"], stack_env, api_log)
+    try:
+        _wait_http(worker_url, worker, worker_log)
+        _wait_http(f"{api}/readyz", api_proc, api_log)
+        items = list(synth_traces(fixture_bytes, N_GOOD, seed=20, prefix="mc"))
+        asyncio.run(_publish(settings, [d for _, d in items]))
+
+        # Every pair of every good trace ends in a state, and the bad message is dead-lettered.
+        want_pairs = N_GOOD * len(SCORERS)
+        values = _until(worker_url, lambda v: total(v, "tracewatch_sampled_total") >= want_pairs
+                        and total(v, "tracewatch_dlq_total") >= 1, worker_log)
+
+        # Votes on judged traces (agreement) and an expectation (re-runs exact_match).
+        with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10) as http:
+            for i, (tid, _) in enumerate(items[:10]):
+                r = http.post("/v1/feedback", json={"trace_id": tid, "value": i % 3 != 0,
+                                                    "source": {"type": "HUMAN", "id": f"u-{i}"}})
+                assert r.status_code == 202, r.text
+            r = http.post("/v1/expectations", json={"trace_id": items[0][0], "name": "expected_response",
+                                                    "value": "anything"})
+            assert r.status_code == 202, r.text
+        values = _until(worker_url, lambda v: total(v, "tracewatch_feedback_total") >= 10
+                        and total(v, "tracewatch_sampled_total") > want_pairs, worker_log)
+
+        worker_names, values = scrape(worker_url)
+        api_names, _ = scrape(f"{api}/metrics")
+    finally:
+        _stop(worker)
+        _stop(api_proc)
+
+    # The scenario reached every path it is meant to.
+    assert total(values, "tracewatch_sampled_total", state="scored") > 0
+    assert total(values, "tracewatch_sampled_total", state="error") > 0
+    assert total(values, "tracewatch_sampled_total", state="skipped") > 0
+    assert total(values, "tracewatch_assessments_total", result="fail") > 0
+    assert total(values, "tracewatch_dlq_total", reason="not_json") == 1
+    assert total(values, "tracewatch_traces_invalid_total", reason="not_json") == 1
+    assert total(values, "tracewatch_judge_requests_total") > 0
+
+    missing = missing_from(named_metrics(), worker_names | api_names)
+    assert not missing, (
+        "metrics named in the docs, dashboards or rules that neither the worker nor the API produced "
+        f"after the scenario: {missing}\nworker log tail:\n{worker_log.read_text()[-2000:]}"
+    )
+
+
+async def _publish(settings: Settings, good: list[bytes]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from stream import TracePublisher
+
+    async with TracePublisher(settings=settings) as pub:
+        for data in good:
+            await pub.publish(data)
+    raw = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await raw.start()
+    try:
+        await raw.send_and_wait(settings.topics.traces, b"this is not json", key=b"tr-not-json")
+    finally:
+        await raw.stop()
+
+
+def _until(url: str, done, log: Path, timeout: float = 120.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    values: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            _, values = scrape(url)
+            if done(values):
+                return values
+        time.sleep(0.5)
+    sampled = {k: v for k, v in values.items() if k[0] in ("tracewatch_sampled_total", "tracewatch_dlq_total",
+                                                             "tracewatch_feedback_total")}
+    raise AssertionError(f"scenario not done within {timeout} s: {sampled}\n{log.read_text()[-3000:]}")
