@@ -2,7 +2,7 @@
 
     python -m bench [--quick] [--only NAME ...] [--traces N] [--long-traces N] [--out bench/results]
 
-Scenarios (in run order): bound, evaluate, worker, peers, judges, scale, feedback.
+Scenarios (in run order): bound, evaluate, worker, peers, judges, scale, feedback, mlflow_sink.
 `--quick` shrinks every size so the whole run takes a few minutes.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import bound, evaluate, feedback, judges, peers, scale, worker
+from bench import bound, evaluate, feedback, judges, mlflow_sink, peers, scale, worker
 from bench._context import Context, make_progress
 from bench._corpus import build_corpus
 from bench._infra import REPO, ensure_stack, release_stack
@@ -38,8 +38,9 @@ SCENARIOS: dict[str, Callable[[Context], Any]] = {
     "judges": judges.run,
     "scale": scale.run,
     "feedback": feedback.run,
+    "mlflow_sink": mlflow_sink.run,
 }
-NEEDS_STACK = {"worker", "peers", "judges", "scale", "feedback"}
+NEEDS_STACK = {"worker", "peers", "judges", "scale", "feedback", "mlflow_sink"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -269,6 +269,14 @@ def _scenario_rows(r: dict[str, Any]) -> list[list[str]]:
             f"1 API process, per-key rate limit off; {_cores(fb)}")
     elif fb is not None:
         add("7 POST /v1/feedback", "-", "", "", "", s or "")
+    ms = r.get("mlflow_sink")
+    if (s := _status(ms)) is None and ms:
+        add("8 tracewatch sink mlflow: assessments to one MLflow server", _rate(ms.get("rate")), "assessments/s",
+            "", "", f"mlflow.log_feedback loop {_rate(ms.get('mlflow_rate'))}/s on the same server and results: "
+            f"x{_ratio(ms.get('rate'), ms.get('mlflow_rate'))}; {ms.get('results', 0):,} results, "
+            f"{ms.get('max_in_flight')} in flight; SQLite store, 1 server worker")
+    elif ms is not None:
+        add("8 tracewatch sink mlflow", "-", "", "", "", s or "")
     return rows
 
 

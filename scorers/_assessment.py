@@ -15,7 +15,6 @@ from typing import Any, Literal
 import orjson
 
 __all__ = [
-    "DEFAULT_SOURCE",
     "Assessment",
     "AssessmentError",
     "AssessmentSource",
@@ -24,11 +23,9 @@ __all__ = [
     "Feedback",
     "Outcome",
     "State",
-    "assessment_from_wire",
     "assessments_for",
     "numeric_value",
     "outcome_of",
-    "stack_trace_of",
 ]
 
 Outcome = Literal["pass", "fail", "error", "value"]
@@ -193,7 +190,7 @@ def assessment_from_wire(item: Mapping[str, Any]) -> Feedback | Expectation | No
             name=str(name),
             source=source,
             error=error,
-            valid=item.get("valid", True),
+            valid=item.get("valid"),  # absent on the wire: None, as MLflow reads it
             **common,
         )
     exp = item.get("expectation")
@@ -205,7 +202,8 @@ def assessment_from_wire(item: Mapping[str, Any]) -> Feedback | Expectation | No
                 value = orjson.loads(ser["value"])
             except orjson.JSONDecodeError:
                 value = ser["value"]
-        return Expectation(name=str(name), value=value, source=source, valid=item.get("valid"), **common)
+        # MLflow's Expectation has no validity of its own: it reads back as None.
+        return Expectation(name=str(name), value=value, source=source, valid=None, **common)
     return None
 
 

@@ -39,6 +39,11 @@ __all__ = [
 ]
 
 _TEXT_KEYS: Final = ("email", "response", "output", "content", "text")
+# These built-ins measure an answer: on a trace whose root raised there is none, and a word
+# count of 0 or a "not JSON" failure would be noise in the histograms, so they skip
+# (`missing_outputs`) rather than take MLflow's None (user `@scorer`s get None, as in MLflow).
+_NEEDS_OUTPUTS: Final = ("outputs",)
+_NEEDS_OUTPUTS_AND_EXPECTATIONS: Final = ("outputs", "expectations")
 
 
 def output_text(outputs: Any) -> str:
@@ -103,7 +108,7 @@ def output_length(max_chars: int = 4000, min_chars: int = 0, *, name: str | None
         ok = min_chars <= n <= max_chars
         return Feedback(value=ok, rationale=f"{n} characters; allowed {min_chars}..{max_chars}")
 
-    return Scorer(check, name=name or "output_length")
+    return Scorer(check, name=name or "output_length", skip_when_missing=_NEEDS_OUTPUTS)
 
 
 def output_word_count(*, name: str | None = None) -> Scorer:
@@ -112,7 +117,7 @@ def output_word_count(*, name: str | None = None) -> Scorer:
     def check(outputs: Any) -> int:
         return len(output_text(outputs).split())
 
-    return Scorer(check, name=name or "output_word_count")
+    return Scorer(check, name=name or "output_word_count", skip_when_missing=_NEEDS_OUTPUTS)
 
 
 def json_valid_output(*, name: str | None = None) -> Scorer:
@@ -125,7 +130,7 @@ def json_valid_output(*, name: str | None = None) -> Scorer:
             return Feedback(value=False, rationale=f"output is not valid JSON: {exc}")
         return Feedback(value=True, rationale="output is valid JSON")
 
-    return Scorer(check, name=name or "json_valid_output")
+    return Scorer(check, name=name or "json_valid_output", skip_when_missing=_NEEDS_OUTPUTS)
 
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
@@ -185,7 +190,7 @@ def pii_leak(*, name: str | None = None) -> Scorer:
         )
         return Feedback(value=False, rationale=f"possible PII in the output: {kinds}")
 
-    return Scorer(check, name=name or "pii_leak")
+    return Scorer(check, name=name or "pii_leak", skip_when_missing=_NEEDS_OUTPUTS)
 
 
 def token_budget(max_tokens: int = 4000, *, name: str | None = None) -> Scorer:
@@ -251,7 +256,7 @@ def exact_match(*, name: str | None = None) -> Scorer:
             return None
         return bool(outputs == expectations["expected_response"])
 
-    return Scorer(check, name=name or "exact_match")
+    return Scorer(check, name=name or "exact_match", skip_when_missing=_NEEDS_OUTPUTS_AND_EXPECTATIONS)
 
 
 def contains_expected(*, name: str | None = None) -> Scorer:
@@ -275,7 +280,7 @@ def contains_expected(*, name: str | None = None) -> Scorer:
             return Feedback(value=False, rationale=f"missing {len(missing)} of {len(facts)}: {missing}")
         return Feedback(value=True, rationale=f"all {len(facts)} expected items found")
 
-    return Scorer(check, name=name or "contains_expected")
+    return Scorer(check, name=name or "contains_expected", skip_when_missing=_NEEDS_OUTPUTS_AND_EXPECTATIONS)
 
 
 def has_retriever_span(*, name: str | None = None) -> Scorer:

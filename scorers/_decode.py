@@ -83,6 +83,7 @@ def trace_from_dict(obj: Any) -> Trace:
             raise DecodeError(
                 "bad_value", f"`info.request_time` must be an epoch time in ms in 0..{MAX_TIME_MS} or RFC 3339"
             )
+        request_time = ms  # MLflow's `TraceInfo.request_time` is epoch ms; the check computed it anyway
     state = info.get("state") or info.get("status") or "STATE_UNSPECIFIED"
     if not isinstance(state, str):
         raise DecodeError("bad_value", "`info.state` must be a string")
@@ -96,7 +97,8 @@ def trace_from_dict(obj: Any) -> Trace:
             tags=tags if isinstance(tags, dict) else _EMPTY,
             metadata=meta if isinstance(meta, dict) else _EMPTY,
             client_request_id=info.get("client_request_id"),
-            assessments=assessments if isinstance(assessments, list) else [],
+            raw_assessments=assessments if isinstance(assessments, list) else [],
+            raw=info,
         ),
         spans=spans,
         raw=obj,

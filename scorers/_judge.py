@@ -1,7 +1,8 @@
-"""The judge HTTP client: the one module that talks to an OpenAI-compatible chat API.
+"""The judge HTTP client: the one module that talks to the judges' chat APIs.
 
 Every judge call goes through `JudgeClient.complete`, which adds what a production caller
-needs around one `POST {base_url}/chat/completions`:
+needs around one `POST {base_url}/chat/completions` (OpenAI and compatible servers) or
+`POST {anthropic_base_url}/messages` (Anthropic; the shapes live in `_providers`):
 
 - one pooled `httpx.AsyncClient` with an explicit `httpx.Timeout` and connection limits,
   plus an overall per-request deadline (a server trickling bytes cannot hold a slot);
@@ -11,6 +12,8 @@ needs around one `POST {base_url}/chat/completions`:
   than collect 429s;
 - retries with exponential backoff and full jitter on 429, 5xx, timeouts and connection
   errors, waiting at least what `Retry-After` asks (seconds or an HTTP date);
+- Anthropic's `anthropic-ratelimit-*-remaining`/`-reset` headers: a limit at 0 pauses every
+  request to that provider until its reset, instead of spending one 429 per caller;
 - token and cost accounting from the response's `usage`;
 - a size cap on the prompt, truncated with an explicit `...[truncated N chars]` marker;
 - an `on_request` hook per HTTP attempt so the stream layer can export metrics without
@@ -22,12 +25,10 @@ httpx exceptions never leave this module: they become `JudgeError` subclasses.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import os
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from time import monotonic, perf_counter
 from types import TracebackType
 from typing import Any, Final, Protocol
@@ -40,10 +41,22 @@ from scorers._exceptions import (
     JudgeRateLimitError,
     JudgeResponseError,
     JudgeTimeoutError,
-    ScorerDefinitionError,
+)
+from scorers._limiter import TokenBucket, parse_retry_after, truncate
+from scorers._providers import (
+    ANTHROPIC_VERSION,
+    DEFAULT_ANTHROPIC_BASE_URL,
+    SUPPORTED_PROVIDERS,
+    anthropic_body,
+    anthropic_delay,
+    openai_body,
+    parse_anthropic,
+    parse_model,
+    parse_openai,
 )
 
 __all__ = [
+    "DEFAULT_ANTHROPIC_BASE_URL",
     "DEFAULT_JUDGE_BASE_URL",
     "DEFAULT_JUDGE_MODEL",
     "SUPPORTED_PROVIDERS",
@@ -59,8 +72,6 @@ __all__ = [
 
 DEFAULT_JUDGE_BASE_URL: Final = "https://api.openai.com/v1"
 DEFAULT_JUDGE_MODEL: Final = "openai:/gpt-4.1-mini"
-SUPPORTED_PROVIDERS: Final = frozenset({"openai"})
-"""Providers reachable through an OpenAI-compatible `/chat/completions` endpoint."""
 
 
 class OnRequest(Protocol):
@@ -76,97 +87,6 @@ class OnRequest(Protocol):
     def __call__(
         self, model: str, status: str, latency_s: float, prompt_tokens: int, completion_tokens: int, cost: float
     ) -> None: ...
-
-
-def parse_model(model: str) -> tuple[str, str]:
-    """Split `"openai:/gpt-4.1-mini"` into `("openai", "gpt-4.1-mini")`; a bare name is OpenAI.
-
-    Raises:
-        ScorerDefinitionError: the provider is not supported or the model name is empty.
-    """
-    if not isinstance(model, str) or not model.strip():
-        raise ScorerDefinitionError(f"judge model must be a non-empty string, got {model!r}")
-    provider, sep, name = model.partition(":/")
-    if not sep:
-        provider, name = "openai", model
-    provider, name = provider.strip().lower(), name.strip().lstrip("/")
-    if provider not in SUPPORTED_PROVIDERS:
-        raise ScorerDefinitionError(
-            f"judge model {model!r}: provider {provider!r} is not supported; use one of "
-            f"{', '.join(sorted(SUPPORTED_PROVIDERS))} (any OpenAI-compatible endpoint via its base URL)"
-        )
-    if not name:
-        raise ScorerDefinitionError(f"judge model {model!r} has no model name after the provider")
-    return provider, name
-
-
-def truncate(text: str, limit: int) -> str:
-    """Cut `text` to `limit` characters, saying so: never a silent cut.
-
-    Example:
-        >>> truncate("abcdefghij", 4)
-        'abcd...[truncated 6 chars]'
-    """
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}...[truncated {len(text) - limit} chars]"
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if seconds == seconds else None  # NaN is not a delay
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-class TokenBucket:
-    """An async token bucket: `rate_per_minute` tokens refill continuously.
-
-    The bucket holds at most one second's worth (at least 1), so a quiet period does not
-    let a full minute's budget out in one burst. Waiters are served in arrival order.
-    """
-
-    def __init__(self, rate_per_minute: float, *, capacity: float | None = None) -> None:
-        if rate_per_minute <= 0:
-            raise ValueError(f"rate must be > 0 per minute, got {rate_per_minute}")
-        self.rate_per_s = rate_per_minute / 60.0
-        self.capacity = capacity if capacity is not None else max(1.0, self.rate_per_s)
-        self._tokens = self.capacity
-        self._stamp = monotonic()
-        self._lock = asyncio.Lock()
-
-    def _refill(self) -> None:
-        now = monotonic()
-        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate_per_s)
-        self._stamp = now
-
-    async def acquire(self, n: float = 1.0) -> None:
-        """Take `n` tokens, waiting as long as needed (n is capped at the capacity)."""
-        n = min(n, self.capacity)
-        async with self._lock:
-            self._refill()
-            while self._tokens < n:
-                await asyncio.sleep((n - self._tokens) / self.rate_per_s)
-                self._refill()
-            self._tokens -= n
-
-    def adjust(self, delta: float) -> None:
-        """Debit (`delta > 0`) or credit tokens after the fact, e.g. real vs estimated usage."""
-        self._refill()
-        self._tokens = min(self.capacity, self._tokens - delta)
 
 
 @dataclass(slots=True)
@@ -201,6 +121,17 @@ class _Retryable:
     retry_after: float | None = None
 
 
+@dataclass(slots=True)
+class _Request:
+    """One judge call's provider, URL, headers, body and response parser (fixed across retries)."""
+
+    provider: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    parse: Callable[[Any], tuple[str, int, int]]
+
+
 _FINAL_ERRORS: Final[dict[str, type[JudgeError]]] = {
     "429": JudgeRateLimitError,
     "timeout": JudgeTimeoutError,
@@ -213,15 +144,19 @@ def _env_float(env: Mapping[str, str], key: str) -> float | None:
 
 
 class JudgeClient:
-    """Async client for an OpenAI-compatible `/chat/completions` endpoint.
+    """Async client for the judges' chat APIs: OpenAI-compatible and Anthropic.
 
     One instance owns one connection pool; share it between judges (`judge.bind(client)`)
     and close it with `aclose()` or `async with`. An instance belongs to the event loop it
     is first used on.
 
     Args:
-        base_url: e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8900/v1`.
-        api_key: sent as `Authorization: Bearer ...` when given.
+        base_url: for `openai:/` models, e.g. `https://api.openai.com/v1`, a vLLM or Ollama
+            `http://host:port/v1`, or a LiteLLM proxy.
+        api_key: sent to `base_url` as `Authorization: Bearer ...` when given.
+        anthropic_base_url: for `anthropic:/` models (`https://api.anthropic.com/v1`).
+        anthropic_api_key: sent to `anthropic_base_url` as `x-api-key` (never to `base_url`).
+        anthropic_version: the `anthropic-version` header.
         max_in_flight: requests in flight at once, per model.
         rpm: requests per minute, per client (None: unlimited).
         tpm: tokens per minute (estimated before the call, corrected from `usage`).
@@ -240,6 +175,9 @@ class JudgeClient:
         base_url: str = DEFAULT_JUDGE_BASE_URL,
         api_key: str | None = None,
         *,
+        anthropic_base_url: str = DEFAULT_ANTHROPIC_BASE_URL,
+        anthropic_api_key: str | None = None,
+        anthropic_version: str = ANTHROPIC_VERSION,
         max_in_flight: int = 8,
         rpm: float | None = None,
         tpm: float | None = None,
@@ -274,12 +212,15 @@ class JudgeClient:
         self._rpm = TokenBucket(rpm) if rpm else None
         self._tpm = TokenBucket(tpm) if tpm else None
         self._semaphores: dict[str, asyncio.Semaphore] = {}
-        headers = {"Content-Type": "application/json"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
+        self._paused_until: dict[str, float] = {}
+        # Each provider's URL and credentials are its own: a key is sent only to its provider.
+        self.anthropic_base_url = anthropic_base_url.rstrip("/")
+        self._openai_headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._anthropic_headers = {"anthropic-version": anthropic_version}
+        if anthropic_api_key:
+            self._anthropic_headers["x-api-key"] = anthropic_api_key
         self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
+            headers={"Content-Type": "application/json"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             # Headroom over the per-model cap: several models share the pool.
             limits=httpx.Limits(
@@ -293,6 +234,8 @@ class JudgeClient:
         """Build a client from `TRACEWATCH_JUDGE_*` variables; keyword overrides win.
 
         Reads `TRACEWATCH_JUDGE_BASE_URL` (default OpenAI), `TRACEWATCH_JUDGE_API_KEY`,
+        `TRACEWATCH_JUDGE_ANTHROPIC_BASE_URL` (default Anthropic's),
+        `TRACEWATCH_JUDGE_ANTHROPIC_API_KEY` (else `ANTHROPIC_API_KEY`, as MLflow reads it),
         `..._MAX_IN_FLIGHT`, `..._RPM`, `..._TPM`, `..._TIMEOUT`, `..._MAX_RETRIES` and
         `..._PRICES` (JSON: `{"gpt-4.1-mini": [0.0004, 0.0016]}`).
         """
@@ -300,6 +243,8 @@ class JudgeClient:
         kwargs: dict[str, Any] = {
             "base_url": env.get("TRACEWATCH_JUDGE_BASE_URL") or DEFAULT_JUDGE_BASE_URL,
             "api_key": env.get("TRACEWATCH_JUDGE_API_KEY") or None,
+            "anthropic_base_url": env.get("TRACEWATCH_JUDGE_ANTHROPIC_BASE_URL") or DEFAULT_ANTHROPIC_BASE_URL,
+            "anthropic_api_key": env.get("TRACEWATCH_JUDGE_ANTHROPIC_API_KEY") or env.get("ANTHROPIC_API_KEY") or None,
         }
         for key, name, conv in (
             ("TRACEWATCH_JUDGE_MAX_IN_FLIGHT", "max_in_flight", int),
@@ -340,8 +285,18 @@ class JudgeClient:
         p_in, p_out = self._prices.get(model, (0.0, 0.0))
         return (prompt_tokens * p_in + completion_tokens * p_out) / 1000.0
 
-    async def complete(self, model: str, prompt: str, *, max_tokens: int = 512) -> Completion:
+    async def complete(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        max_tokens: int = 512,
+        inference_params: Mapping[str, Any] | None = None,
+    ) -> Completion:
         """Send one user message and return the answer text, retrying transient failures.
+
+        `inference_params` (temperature, top_p, max_tokens, ...) are merged into the request
+        body last, as MLflow passes them to LiteLLM; see `_providers` for reasoning models.
 
         The worst case is `(max_retries + 1) * timeout` plus the backoffs; give the judge a
         scorer `timeout` if a hard bound per trace is needed.
@@ -353,20 +308,24 @@ class JudgeClient:
             JudgeError: any other failure (HTTP 4xx, connection errors after retries, 5xx).
             ScorerDefinitionError: the model string is not supported.
         """
-        _, name = parse_model(model)
+        provider, name = parse_model(model)
         prompt = truncate(prompt, self.max_prompt_chars)
-        body = orjson.dumps(
-            {
-                "model": name,
-                "messages": [{"role": "user", "content": prompt}],
-                "temperature": 0,
-                "max_tokens": max_tokens,
-            }
-        )
-        estimate = len(prompt) // 4 + max_tokens
+        if provider == "anthropic":
+            payload = anthropic_body(name, prompt, max_tokens, inference_params)
+            request = _Request(
+                provider, f"{self.anthropic_base_url}/messages", self._anthropic_headers, b"", parse_anthropic
+            )
+        else:
+            payload = openai_body(name, prompt, max_tokens, inference_params)
+            request = _Request(
+                provider, f"{self.base_url}/chat/completions", self._openai_headers, b"", parse_openai
+            )
+        request.body = orjson.dumps(payload)
+        budget = payload.get("max_tokens", payload.get("max_completion_tokens", max_tokens))
+        estimate = len(prompt) // 4 + (budget if isinstance(budget, int) else max_tokens)
         last: _Retryable | None = None
         for attempt in range(self.max_retries + 1):
-            outcome = await self._attempt(name, body, estimate)
+            outcome = await self._attempt(name, request, estimate)
             if isinstance(outcome, Completion):
                 outcome.attempts = attempt + 1
                 return outcome
@@ -402,9 +361,24 @@ class JudgeClient:
             cost = self.cost_of(model, prompt_tokens, completion_tokens) if prompt_tokens or completion_tokens else 0.0
             self.on_request(model, status, latency_s, prompt_tokens, completion_tokens, cost)
 
-    async def _attempt(self, model: str, body: bytes, estimate: int) -> Completion | _Retryable:
+    async def _wait_for_provider(self, provider: str) -> None:
+        """Sleep while the provider said a limit is exhausted (see `anthropic_delay`)."""
+        # Another response may extend the pause while we sleep: re-read it, a bounded number of times.
+        for _ in range(8):
+            wait = self._paused_until.get(provider, 0.0) - monotonic()
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+    def _pause(self, provider: str, seconds: float | None) -> None:
+        if seconds:
+            until = monotonic() + min(seconds, self.max_backoff)
+            self._paused_until[provider] = max(self._paused_until.get(provider, 0.0), until)
+
+    async def _attempt(self, model: str, request: _Request, estimate: int) -> Completion | _Retryable:
         """One HTTP attempt under the in-flight cap and rate limits."""
         async with self._semaphore(model):
+            await self._wait_for_provider(request.provider)
             if self._rpm is not None:
                 await self._rpm.acquire(1)
             if self._tpm is not None:
@@ -412,7 +386,7 @@ class JudgeClient:
             start = perf_counter()
             try:
                 async with asyncio.timeout(self.timeout):
-                    response = await self._http.post("/chat/completions", content=body)
+                    response = await self._http.post(request.url, content=request.body, headers=request.headers)
             except (TimeoutError, httpx.TimeoutException) as exc:
                 self._record(model, "timeout", perf_counter() - start, 0, 0)
                 return _Retryable("timeout", f"no answer within {self.timeout:g} s ({type(exc).__name__})")
@@ -421,26 +395,27 @@ class JudgeClient:
                 return _Retryable("error", f"request failed: {type(exc).__name__}: {exc}")
         latency = perf_counter() - start
         code = response.status_code
+        limit_reset = anthropic_delay(response.headers) if request.provider == "anthropic" else None
+        self._pause(request.provider, limit_reset)
         if code == 429 or code >= 500:
             status = "429" if code == 429 else "5xx"
             self._record(model, status, latency, 0, 0)
             retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if retry_after is None and code == 429:
+                retry_after = limit_reset
             return _Retryable(status, f"HTTP {code}", retry_after)
         if code >= 400:
             self._record(model, "error", latency, 0, 0)
             raise JudgeError(f"judge {model}: HTTP {code}: {truncate(response.text, 300)}")
         try:
-            data = orjson.loads(response.content)
-            text = data["choices"][0]["message"]["content"]
-            if not isinstance(text, str):
-                raise TypeError("message content is not a string")
-            usage = data.get("usage") or {}
-            prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            completion_tokens = int(usage.get("completion_tokens") or 0)
-        except (orjson.JSONDecodeError, LookupError, TypeError, ValueError, AttributeError) as exc:
+            text, prompt_tokens, completion_tokens = request.parse(orjson.loads(response.content))
+        except (
+            orjson.JSONDecodeError, LookupError, StopIteration, TypeError, ValueError, AttributeError
+        ) as exc:
             self._record(model, "error", latency, 0, 0)
+            shape = "Messages API response" if request.provider == "anthropic" else "chat completion"
             raise JudgeResponseError(
-                f"judge {model}: HTTP {code} body is not a chat completion ({type(exc).__name__}): "
+                f"judge {model}: HTTP {code} body is not a {shape} ({type(exc).__name__}): "
                 f"{truncate(response.text, 500)}"
             ) from None
         self._record(model, "ok", latency, prompt_tokens, completion_tokens)

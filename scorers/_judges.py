@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final
 
 import orjson
@@ -109,11 +109,16 @@ class Judge(Scorer):
         client: JudgeClient | None = None,
         timeout: float | None = None,
         max_field_chars: int = _DEFAULT_FIELD_CHARS,
+        inference_params: Mapping[str, Any] | None = None,
+        skip_when_missing: Iterable[str] | None = None,
     ) -> None:
+        """`inference_params` (temperature, top_p, max_tokens, ...) go into every request
+        body as given, as MLflow passes them to the model; they must be JSON-able."""
         provider, model_name = parse_model(model or DEFAULT_JUDGE_MODEL)
         self.model = f"{provider}:/{model_name}"
         self.client = client
         self.max_field_chars = max_field_chars
+        self.inference_params = _inference_params(name, inference_params)
         super().__init__(
             self._judge,
             name=name,
@@ -121,6 +126,7 @@ class Judge(Scorer):
             is_judge=True,
             params=params,
             source=AssessmentSource(AssessmentSourceType.LLM_JUDGE, self.model),
+            skip_when_missing=skip_when_missing,
         )
 
     def __repr__(self) -> str:
@@ -131,13 +137,22 @@ class Judge(Scorer):
         self.client = client
         return self
 
-    def prompt(self, **fields: Any) -> str | None:
-        """The user message for these fields, or None when there is nothing to judge."""
+    def prompt(self, **fields: Any) -> str | Feedback | None:
+        """The user message for these fields, or None when there is nothing to judge.
+
+        A `Feedback` instead is the verdict itself, reached without the model (e.g.
+        `Equivalence` on identical numbers, as MLflow does): no call is made.
+        """
         raise NotImplementedError
 
     def to_spec(self) -> dict[str, Any]:
         """A JSON-able description that `judge_from_spec` turns back into this judge."""
-        return {"kind": self.kind, "name": self.name, "model": self.model, "value_type": self.value_type}
+        spec: dict[str, Any] = {
+            "kind": self.kind, "name": self.name, "model": self.model, "value_type": self.value_type
+        }
+        if self.inference_params:
+            spec["inference_params"] = dict(self.inference_params)
+        return spec
 
     def answer_format(self) -> str:
         """The closing instruction: reply with only `{"result": ..., "rationale": ...}`."""
@@ -161,10 +176,10 @@ class Judge(Scorer):
 
     async def _judge(self, **fields: Any) -> Feedback | None:
         prompt = self.prompt(**fields)
-        if prompt is None:
-            return None
+        if prompt is None or isinstance(prompt, Feedback):
+            return prompt
         client = self.client if self.client is not None else default_judge_client()
-        completion = await client.complete(self.model, prompt)
+        completion = await client.complete(self.model, prompt, inference_params=self.inference_params)
         value, rationale = parse_verdict(completion.text, self.value_type)
         return Feedback(
             value=value,
@@ -180,6 +195,22 @@ class Judge(Scorer):
         )
 
 
+def _inference_params(judge: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Validate `inference_params` when the judge is defined: a bad one fails every call later."""
+    if params is None:
+        return None
+    if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
+        raise ScorerDefinitionError(f"judge {judge!r}: inference_params must be a dict with string keys")
+    reserved = sorted({"model", "messages", "stream"}.intersection(params))
+    if reserved:
+        raise ScorerDefinitionError(f"judge {judge!r}: inference_params may not set {', '.join(reserved)}")
+    try:
+        orjson.dumps(dict(params))
+    except TypeError as exc:
+        raise ScorerDefinitionError(f"judge {judge!r}: inference_params must be JSON-able: {exc}") from None
+    return dict(params)
+
+
 def _bullets(items: Sequence[str]) -> str:
     return "\n".join(f"- {item}" for item in items)
 
@@ -192,6 +223,8 @@ class _BuiltinJudge(Judge):
     """
 
     _judged: ClassVar[tuple[str, ...]] = ()
+    _skip_when_missing: tuple[str, ...] | None = None
+    """None: the judge default (skip when any judged argument is missing)."""
 
     def __init__(
         self,
@@ -200,13 +233,20 @@ class _BuiltinJudge(Judge):
         model: str | None = None,
         client: JudgeClient | None = None,
         timeout: float | None = None,
+        inference_params: Mapping[str, Any] | None = None,
     ) -> None:
         """`name` None (the default) names the judge after its `kind`, e.g. `safety`."""
         super().__init__(
-            self.kind if name is None else name, params=self._judged, model=model, client=client, timeout=timeout
+            self.kind if name is None else name,
+            params=self._judged,
+            model=model,
+            client=client,
+            timeout=timeout,
+            inference_params=inference_params,
+            skip_when_missing=self._skip_when_missing,
         )
 
-    def _ask(self, question: str, **sections: str) -> str:
+    def _ask(self, question: str, /, **sections: str) -> str:
         """The user message: `question`, each section as `<name>` ... `</name>`, the answer format.
 
         Sections are passed as text already (through `field()` or `_context()`), so the
@@ -230,9 +270,10 @@ class Guidelines(_BuiltinJudge):
         model: str | None = None,
         client: JudgeClient | None = None,
         timeout: float | None = None,
+        inference_params: Mapping[str, Any] | None = None,
     ) -> None:
         self.guidelines = _guideline_list(guidelines, name)
-        super().__init__(name, model=model, client=client, timeout=timeout)
+        super().__init__(name, model=model, client=client, timeout=timeout, inference_params=inference_params)
 
     def to_spec(self) -> dict[str, Any]:
         return {**super().to_spec(), "guidelines": list(self.guidelines)}

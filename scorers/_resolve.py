@@ -26,8 +26,10 @@ from typing import Any, Final
 
 from scorers._builtin import BUILTIN_SCORERS
 from scorers._exceptions import ScorerDefinitionError
-from scorers._judges import BUILTIN_JUDGES, Judge
+from scorers._judges import Judge
+from scorers._judges_more import BUILTIN_JUDGES
 from scorers._reference import ScorerReference, ScorerReferenceError, module_allowed, parse_reference
+from scorers._rules import RULE_SCORERS
 from scorers._scorer import SCORER_PARAMS, Scorer
 from scorers._template import make_judge
 
@@ -36,6 +38,7 @@ __all__ = ["builtin_names", "resolve_scorer"]
 _BUILTINS: Final[dict[str, Callable[..., Any]]] = {
     **BUILTIN_SCORERS,
     **BUILTIN_JUDGES,
+    **RULE_SCORERS,
     "make_judge": make_judge,
 }
 
@@ -77,7 +80,8 @@ def _defined_here(obj: object, module: str, attr: str) -> bool:
 
     - a `Scorer` (what `@scorer` makes): the decorated function's module, which `Scorer`
       copies to `__module__`. A judge built from a built-in judge class (`tone =
-      Guidelines(...)`) is data, not code, so it is accepted wherever it was built;
+      Guidelines(...)`, or a rule such as `RegexMatch(...)`) is data, not code, so it is
+      accepted wherever it was built;
     - a function or class (a factory): its `__module__` is `module` and its `__qualname__`
       is `attr`, i.e. a top-level `def`/`class` under that name (no lambdas, methods,
       aliases or `functools.partial`s);
@@ -86,7 +90,8 @@ def _defined_here(obj: object, module: str, attr: str) -> bool:
     if isinstance(obj, Scorer):
         if getattr(obj, "__module__", None) == module:
             return True
-        return isinstance(obj, Judge) and type(obj).__module__.partition(".")[0] == "scorers"
+        data = isinstance(obj, (Judge, *RULE_SCORERS.values()))  # built-in classes configured by data
+        return data and type(obj).__module__.partition(".")[0] == "scorers"
     if inspect.isfunction(obj) or inspect.isclass(obj):
         return getattr(obj, "__module__", None) == module and getattr(obj, "__qualname__", None) == attr
     return False

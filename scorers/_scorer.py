@@ -8,6 +8,14 @@ The worker calls `Scorer.run` once per sampled (trace, scorer) pair, so the work
 not depend on the trace (which arguments to build, whether a skip is possible) is decided
 once, at decoration time. Whatever the function does, `run`/`arun` return a `ScoreResult`
 and never raise: a failed scorer is a data error, recorded as an error feedback.
+
+Results follow `mlflow.genai.evaluate` (checked by `tests/parity/` against MLflow itself):
+a missing `inputs`/`outputs` is passed as None and missing ground truth as `{}`, a bad
+return value or a raised exception is a `SCORER_ERROR` feedback with a stack trace, and a
+returned `Feedback` without a source gets `CODE`/`default`. The deliberate differences (a
+code scorer that takes `expectations` is skipped on a trace without any, so production
+traffic does not turn into a flood of `KeyError`s) are listed in
+`docs/mlflow-compatibility.md`.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from typing import Any, Final, overload
 import orjson
 
 from scorers._assessment import (
+    DEFAULT_SOURCE,
     AssessmentError,
     AssessmentSource,
     AssessmentSourceType,
@@ -31,6 +40,7 @@ from scorers._assessment import (
 )
 from scorers._exceptions import JudgeError, ScorerDefinitionError
 from scorers._limits import MAX_NAME_CHARS
+from scorers._registration import RegistrationMixin
 from scorers._trace import Trace
 
 __all__ = [
@@ -48,7 +58,8 @@ SCORER_PARAMS: Final = ("inputs", "outputs", "expectations", "trace")
 AGGREGATIONS: Final = frozenset({"min", "max", "mean", "median", "variance", "p90", "p99"})
 """Aggregation names accepted by `@scorer(aggregations=...)` (MLflow's set plus p99)."""
 
-_ALLOWED_RETURNS = "bool, int, float, str, Feedback, list[Feedback] or None"
+_ALLOWED_RETURNS = "int, float, bool, str, Feedback, or list[Feedback]"  # MLflow's wording
+_SKIPPABLE: Final = frozenset({"inputs", "outputs", "expectations"})
 
 
 @dataclass(slots=True)
@@ -56,8 +67,9 @@ class ScoreResult:
     """What one scorer concluded about one trace.
 
     `feedbacks` is empty exactly when the pair was skipped; `skip_reason` then says why
-    (`missing_inputs`, `missing_outputs`, `missing_expectations`, `no_result`, or a reason
-    the caller sets such as `budget`).
+    (`missing_inputs`, `missing_outputs`, `missing_expectations` for an argument listed in
+    the scorer's `skip_when_missing`, `no_result`, or a reason the caller sets such as
+    `budget`).
     """
 
     feedbacks: list[Feedback]
@@ -84,7 +96,7 @@ def expectations_of(trace: Trace) -> dict[str, Any]:
     the same name wins.
     """
     out: dict[str, Any] = {}
-    for item in trace.info.assessments:
+    for item in trace.info.raw_assessments:
         exp = item.get("expectation")
         if not isinstance(exp, Mapping) or item.get("valid") is False:
             continue
@@ -103,7 +115,7 @@ def expectations_of(trace: Trace) -> dict[str, Any]:
     return out
 
 
-class Scorer:
+class Scorer(RegistrationMixin):
     """A scoring function plus the metadata the pipeline needs to call it.
 
     Create one with `@scorer`; judges (`Guidelines`, `make_judge`, ...) are `Scorer`s too,
@@ -118,8 +130,14 @@ class Scorer:
         is_async: the function is a coroutine function (call `arun`, not `run`).
         is_judge: an LLM judge (network calls, token costs) rather than code.
         timeout: seconds after which `arun` gives up with `SCORER_TIMEOUT` (None: never).
-        aggregations: names of the aggregates to report for numeric values.
-        source: the default source of the feedback this scorer produces.
+        aggregations: the aggregates `evaluate` reports for numeric values: names from
+            `AGGREGATIONS` or callables (list of values -> number), as in MLflow.
+        source: the source of the feedback this scorer builds itself (plain values, errors):
+            `CODE`/<name> for code, the judge's model for judges, as in MLflow.
+        skip_when_missing: the arguments whose absence records a skip (`missing_<arg>`)
+            instead of calling the function. MLflow calls with None/`{}`; tracewatch does too,
+            except for `expectations` on code scorers and every argument of judges (see
+            `docs/mlflow-compatibility.md`). Pass `skip_when_missing=()` for MLflow's behaviour.
     """
 
     def __init__(
@@ -128,16 +146,18 @@ class Scorer:
         *,
         name: str | None = None,
         timeout: float | None = None,
-        aggregations: Iterable[str] | None = None,
+        aggregations: Iterable[str | Callable[[list[float]], float]] | None = None,
         is_judge: bool = False,
         params: Iterable[str] | None = None,
         source: AssessmentSource | None = None,
+        skip_when_missing: Iterable[str] | None = None,
     ) -> None:
         """Wrap `fn`; `params` overrides signature inspection (for `**kwargs` functions).
 
         Raises:
             ScorerDefinitionError: `fn` declares a parameter other than the four allowed,
-                or the name, timeout or aggregations are invalid.
+                the name, timeout or aggregations are invalid, or `skip_when_missing` names
+                something other than `inputs`, `outputs`, `expectations`.
         """
         declared = frozenset(params) if params is not None else _declared_params(fn)
         bad = sorted(declared.difference(SCORER_PARAMS))
@@ -154,17 +174,31 @@ class Scorer:
         if timeout is not None and not timeout > 0:
             raise ScorerDefinitionError(f"scorer {self.name!r}: timeout must be > 0 seconds, got {timeout!r}")
         aggs = tuple(aggregations) if aggregations is not None else ()
-        unknown = sorted(set(aggs).difference(AGGREGATIONS))
+        # A callable (list of values -> number) is a custom aggregation, as in MLflow.
+        unknown = sorted(str(a) for a in aggs if not callable(a) and a not in AGGREGATIONS)
         if unknown:
             raise ScorerDefinitionError(
                 f"scorer {self.name!r}: unknown aggregation {unknown[0]!r}; "
                 f"choose from {', '.join(sorted(AGGREGATIONS))}"
             )
+        if skip_when_missing is None:
+            # Ground truth is absent on most production traces: calling every scorer that needs
+            # it with `{}` would record an error per trace, not a measurement. A judge would
+            # also spend tokens judging an answer that does not exist.
+            skip = (declared & _SKIPPABLE) if is_judge else (declared & {"expectations"})
+        else:
+            skip = frozenset(skip_when_missing)
+            if not skip <= _SKIPPABLE:
+                raise ScorerDefinitionError(
+                    f"scorer {self.name!r}: skip_when_missing may only name inputs, outputs, expectations; "
+                    f"got {sorted(skip - _SKIPPABLE)}"
+                )
+        self.skip_when_missing: frozenset[str] = frozenset(skip)
         self.params: frozenset[str] = declared
         self.is_async: bool = inspect.iscoroutinefunction(fn)
         self.is_judge: bool = is_judge
         self.timeout: float | None = timeout
-        self.aggregations: tuple[str, ...] = aggs
+        self.aggregations: tuple[str | Callable[[list[float]], float], ...] = aggs
         self.source: AssessmentSource = source or AssessmentSource(AssessmentSourceType.CODE, self.name)
         self._fn = fn
         # Decided once so the hot path is a handful of attribute reads and `if`s.
@@ -172,6 +206,12 @@ class Scorer:
         self._wants_outputs = "outputs" in declared
         self._wants_expectations = "expectations" in declared
         self._wants_trace = "trace" in declared
+        self._skip_inputs = "inputs" in skip
+        self._skip_outputs = "outputs" in skip
+        self._skip_expectations = "expectations" in skip
+        # A feedback the function returns without a source: MLflow leaves `Feedback`'s own
+        # default (CODE/default); a judge's feedback is the judge's.
+        self._returned_source = self.source if is_judge else DEFAULT_SOURCE
         self.__wrapped__ = fn
         if getattr(fn, "__doc__", None):
             self.__doc__ = fn.__doc__
@@ -261,22 +301,30 @@ class Scorer:
     # -- internals ---------------------------------------------------------------------------
 
     def _arguments(self, trace: Trace, expectations: Mapping[str, Any] | None) -> dict[str, Any] | str:
-        """The keyword arguments for this trace, or the skip reason when one is missing."""
+        """The keyword arguments for this trace, or the skip reason when a required one is missing.
+
+        As `mlflow.genai.evaluate` builds them from a trace: the root span's inputs and
+        outputs (None when absent) and the trace's expectations (`{}` when none), unless the
+        argument is in `skip_when_missing`.
+        """
         kwargs: dict[str, Any] = {}
         if self._wants_inputs:
             inputs = trace.inputs
-            if inputs is None:
+            if inputs is None and self._skip_inputs:
                 return "missing_inputs"
             kwargs["inputs"] = inputs
         if self._wants_outputs:
             root = trace.root_span
             # `has_outputs` rather than `is None`: a root that returned JSON null did answer.
             if root is None or not root.has_outputs:
-                return "missing_outputs"
-            kwargs["outputs"] = root.outputs
+                if self._skip_outputs:
+                    return "missing_outputs"
+                kwargs["outputs"] = None
+            else:
+                kwargs["outputs"] = root.outputs
         if self._wants_expectations:
             exp = expectations_of(trace) if expectations is None else expectations
-            if not exp:
+            if not exp and self._skip_expectations:
                 return "missing_expectations"
             kwargs["expectations"] = exp
         if self._wants_trace:
@@ -296,58 +344,64 @@ class Scorer:
             elif value.name and not _good_name(value.name):  # "" falls back to the scorer name
                 return ScoreResult([self._bad_name(value.name, 0)], None, perf_counter() - start)
             if value.source is None:
-                value.source = self.source
+                value.source = self._returned_source
             return ScoreResult([value], None, perf_counter() - start)
         if isinstance(value, list):
             return ScoreResult(
                 self._list_result(value), None if value else "no_result", perf_counter() - start
             )
-        error = AssessmentError(
-            "SCORER_BAD_RETURN",
-            f"scorer {self.name!r} must return one of {_ALLOWED_RETURNS}; got {type(value).__name__}",
-        )
-        return ScoreResult([self._feedback_error(error)], None, perf_counter() - start)
+        return ScoreResult([self._bad_return(type(value).__name__)], None, perf_counter() - start)
 
     def _list_result(self, items: list[Any]) -> list[Feedback]:
         for i, item in enumerate(items):
             if not isinstance(item, Feedback):
-                kinds = sorted({type(x).__name__ for x in items})
-                error = AssessmentError(
-                    "SCORER_BAD_RETURN",
-                    f"scorer {self.name!r} must return one of {_ALLOWED_RETURNS}; "
-                    f"got list[{' | '.join(kinds)}] (item {i} is {type(item).__name__})",
-                )
-                return [self._feedback_error(error)]
+                # MLflow names the first item's type, whichever item is wrong.
+                return [self._bad_return(f"list[{type(items[0]).__name__}]")]
             if not item.name:
-                error = AssessmentError(
-                    "SCORER_BAD_RETURN",
-                    f"scorer {self.name!r} returned a list of Feedback; each needs a distinct `name` "
-                    f"so they can be told apart, but item {i} has none",
-                )
-                return [self._feedback_error(error)]
+                # MLflow names each after the scorer; two results of one name would overwrite
+                # each other in keyed storage, so this is an error here (a listed difference).
+                return [
+                    self._raised_error(
+                        f"scorer {self.name!r} returned a list of Feedback; each needs a distinct `name` "
+                        f"so they can be told apart, but item {i} has none"
+                    )
+                ]
             if not _good_name(item.name):
                 return [self._bad_name(item.name, i)]
         for item in items:
             if item.source is None:
-                item.source = self.source
+                item.source = self._returned_source
         return items
+
+    def _bad_return(self, kind: str) -> Feedback:
+        """The `SCORER_ERROR` feedback for a return value of a type MLflow refuses."""
+        return self._raised_error(f"{self.name} must return one of {_ALLOWED_RETURNS}. Got {kind}")
+
+    def _raised_error(self, message: str) -> Feedback:
+        """A `SCORER_ERROR` feedback whose stack trace points here, as MLflow's raised check gives.
+
+        The error path only: raising costs microseconds, and a stack trace is what tells a
+        user reading the feedback that tracewatch, not their code, refused the value.
+        """
+        try:
+            raise TypeError(message)
+        except TypeError as exc:
+            return self._error_feedback(exc)
 
     def _bad_name(self, name: object, index: int) -> Feedback:
         """The error feedback for a returned name that cannot be a key part or a label."""
         what = f"{len(name)} characters" if isinstance(name, str) else f"a {type(name).__name__}"
-        error = AssessmentError(
-            "SCORER_BAD_RETURN",
+        return self._raised_error(
             f"scorer {self.name!r}: feedback {index} has a name of {what}; "
-            f"names must be strings of at most {MAX_NAME_CHARS} characters",
+            f"names must be strings of at most {MAX_NAME_CHARS} characters"
         )
-        return self._feedback_error(error)
 
     def _error_feedback(self, exc: BaseException) -> Feedback:
+        """The feedback for an exception: `SCORER_ERROR`, `str(exc)` and the stack trace (as MLflow)."""
         if isinstance(exc, JudgeError):
             error = AssessmentError(exc.code, str(exc))
         else:
-            message = str(exc) or type(exc).__name__
-            error = AssessmentError("SCORER_ERROR", message, traceback.format_exc())
+            error = AssessmentError("SCORER_ERROR", str(exc), traceback.format_exc())
         return self._feedback_error(error)
 
     def _feedback_error(self, error: AssessmentError) -> Feedback:
@@ -394,7 +448,8 @@ def scorer(
     *,
     name: str | None = None,
     timeout: float | None = None,
-    aggregations: Iterable[str] | None = None,
+    aggregations: Iterable[str | Callable[[list[float]], float]] | None = None,
+    skip_when_missing: Iterable[str] | None = None,
 ) -> Callable[[Callable[..., Any]], Scorer]: ...
 
 
@@ -404,13 +459,18 @@ def scorer(
     *,
     name: str | None = None,
     timeout: float | None = None,
-    aggregations: Iterable[str] | None = None,
+    aggregations: Iterable[str | Callable[[list[float]], float]] | None = None,
+    skip_when_missing: Iterable[str] | None = None,
 ) -> Scorer | Callable[[Callable[..., Any]], Scorer]:
     """Turn a function into a `Scorer`; usable bare (`@scorer`) or with arguments.
 
     The function may declare any subset of `inputs`, `outputs`, `expectations`, `trace`
     and return bool, int, float, str, `Feedback`, `list[Feedback]` or None (nothing to
     record). It may be `async def`.
+
+    A missing `inputs`/`outputs` is passed as None, as MLflow does; a trace without ground
+    truth skips a scorer that takes `expectations` (`missing_expectations`) unless
+    `skip_when_missing=()` asks for MLflow's call with `{}`.
 
     Raises:
         ScorerDefinitionError: at decoration time, naming the offending parameter, if the
@@ -425,6 +485,8 @@ def scorer(
     """
 
     def wrap(fn: Callable[..., Any]) -> Scorer:
-        return Scorer(fn, name=name, timeout=timeout, aggregations=aggregations)
+        return Scorer(
+            fn, name=name, timeout=timeout, aggregations=aggregations, skip_when_missing=skip_when_missing
+        )
 
     return wrap(func) if func is not None else wrap

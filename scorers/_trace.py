@@ -3,11 +3,19 @@
 The wire form stores every span attribute value as a JSON-encoded string. Decoding all of
 them up front would cost more than scoring most traces, so a span keeps its raw attribute
 map and decodes a value the first time it is asked for, once.
+
+The accessors mirror `mlflow.entities` (`trace.data.spans`, `span.span_id` in hex,
+`span.status`, `trace.info.request_preview`, `trace.search_assessments`, ...) so a scorer
+written against MLflow runs unchanged; `tests/parity/` compares them with MLflow's own.
+Every MLflow-shaped view is computed when asked for, never at decode time: the decoder's
+cost must not grow with the size of the API.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,16 +23,20 @@ from typing import Any
 
 import orjson
 
+from scorers._assessment import Expectation, Feedback, assessment_from_wire
 from scorers._limits import MAX_DURATION_MS, MAX_TIME_MS
 
 __all__ = [
     "Document",
     "Span",
     "SpanEvent",
+    "SpanStatus",
+    "SpanStatusCode",
     "SpanType",
     "TokenUsage",
     "ToolCall",
     "Trace",
+    "TraceData",
     "TraceInfo",
 ]
 
@@ -33,7 +45,7 @@ _EMPTY_MAP: Mapping[str, Any] = {}
 
 
 class SpanType:
-    """The span types MLflow writes in `mlflow.spanType` (plain strings, kept open)."""
+    """The 15 span types of `mlflow.entities.SpanType` (plain strings, kept open)."""
 
     LLM = "LLM"
     CHAT_MODEL = "CHAT_MODEL"
@@ -46,6 +58,47 @@ class SpanType:
     RERANKER = "RERANKER"
     MEMORY = "MEMORY"
     UNKNOWN = "UNKNOWN"
+    WORKFLOW = "WORKFLOW"
+    TASK = "TASK"
+    GUARDRAIL = "GUARDRAIL"
+    EVALUATOR = "EVALUATOR"
+
+
+class SpanStatusCode:
+    """`mlflow.entities.SpanStatusCode`'s values; the wire writes them as `STATUS_CODE_<code>`."""
+
+    OK = "OK"
+    ERROR = "ERROR"
+    UNSET = "UNSET"
+
+
+_STATUS_CODES: Mapping[str, str] = {
+    "STATUS_CODE_OK": SpanStatusCode.OK,
+    "STATUS_CODE_ERROR": SpanStatusCode.ERROR,
+    "STATUS_CODE_UNSET": SpanStatusCode.UNSET,
+    "OK": SpanStatusCode.OK,
+    "ERROR": SpanStatusCode.ERROR,
+    "UNSET": SpanStatusCode.UNSET,
+}
+
+
+@dataclass(slots=True, frozen=True)
+class SpanStatus:
+    """A span's status as `mlflow.entities.SpanStatus`: a `SpanStatusCode` and a description."""
+
+    status_code: str
+    description: str = ""
+
+
+def hex_span_id(wire_id: str) -> str:
+    """The 16-hex id MLflow shows for a base64 wire span id (a non-base64 id is returned as is).
+
+    Computed on access, never in the decoder: most scorers never read an id.
+    """
+    try:
+        return base64.b64decode(wire_id, validate=True).hex()
+    except (binascii.Error, ValueError, TypeError):
+        return wire_id
 
 
 def time_ms(value: object) -> int | None:
@@ -123,6 +176,11 @@ class SpanEvent:
     time_ns: int
     attributes: Mapping[str, Any]
 
+    @property
+    def timestamp(self) -> int:
+        """The event time in epoch nanoseconds (MLflow's name for `time_ns`)."""
+        return self.time_ns
+
 
 class Span:
     """One span of a trace: a thin view over its wire dict, built in well under a microsecond.
@@ -146,11 +204,55 @@ class Span:
 
     @property
     def span_id(self) -> str:
+        """The span id in hex, as MLflow shows it and assessments refer to it (`wire_span_id`: base64)."""
+        return hex_span_id(str(self._raw["span_id"]))
+
+    @property
+    def wire_span_id(self) -> str:
+        """The span id as the wire writes it (base64 of the OTel bytes)."""
         return str(self._raw["span_id"])
 
     @property
     def parent_id(self) -> str | None:
-        return self._raw.get("parent_span_id") or None
+        """The parent's span id in hex; None for a root span."""
+        parent = self._raw.get("parent_span_id")
+        return hex_span_id(str(parent)) if parent else None
+
+    @property
+    def is_root(self) -> bool:
+        """Whether the span has no parent (cheaper than `parent_id is None`: no hex)."""
+        return not self._raw.get("parent_span_id")
+
+    @property
+    def trace_id(self) -> str:
+        """The id of the trace the span belongs to (`tr-...`), as MLflow's `Span.trace_id`."""
+        value = self.attribute("mlflow.traceRequestId")
+        if isinstance(value, str):
+            return value
+        raw = self._raw.get("trace_id")
+        return "tr-" + hex_span_id(str(raw)) if raw else ""
+
+    @property
+    def request_id(self) -> str:
+        """MLflow's older name for `trace_id`."""
+        return self.trace_id
+
+    @property
+    def start_time_ns(self) -> int:
+        """Start time in epoch nanoseconds."""
+        return self.start_ns
+
+    @property
+    def end_time_ns(self) -> int | None:
+        """End time in epoch nanoseconds; None for a span that has not ended (as MLflow)."""
+        end = self._raw.get("end_time_unix_nano")
+        return None if end is None else int(end)
+
+    @property
+    def status(self) -> SpanStatus:
+        """The status as `mlflow.entities.SpanStatus` (`status_code` `OK`, `ERROR` or `UNSET`)."""
+        code = self.status_code
+        return SpanStatus(_STATUS_CODES.get(code, code), self.status_message)
 
     @property
     def name(self) -> str:
@@ -189,6 +291,10 @@ class Span:
                 if isinstance(e, Mapping)
             ]
         return events
+
+    def get_attribute(self, key: str) -> Any:
+        """The decoded value of one attribute, None when absent (MLflow's `Span.get_attribute`)."""
+        return self.attribute(key)
 
     def attribute(self, key: str, default: Any = None) -> Any:
         """The decoded value of one attribute, or `default` when the span lacks it."""
@@ -247,11 +353,8 @@ class Span:
 
     @property
     def hex_id(self) -> str:
-        """The 16-hex form of the span id, as assessments refer to spans."""
-        try:
-            return base64.b64decode(self.span_id).hex()
-        except (ValueError, TypeError):
-            return self.span_id
+        """The 16-hex form of the span id, as assessments refer to spans (same as `span_id`)."""
+        return self.span_id
 
     @property
     def documents(self) -> list[Document]:
@@ -284,7 +387,12 @@ def _documents(value: Any) -> list[Document]:
 
 @dataclass(slots=True)
 class TraceInfo:
-    """The `info` part of a trace: identity, status, timing, tags and metadata."""
+    """The `info` part of a trace: identity, status, timing, tags and metadata.
+
+    `request_time` is epoch milliseconds for a decoded trace (as MLflow's), `raw_assessments`
+    the wire assessments (`assessments` builds MLflow's entities from them on access) and
+    `raw` the wire `info` dict the previews are read from.
+    """
 
     trace_id: str
     experiment_id: str
@@ -294,7 +402,56 @@ class TraceInfo:
     tags: Mapping[str, str]
     metadata: Mapping[str, str]
     client_request_id: str | None = None
-    assessments: list[Mapping[str, Any]] = field(default_factory=list)
+    raw_assessments: list[Mapping[str, Any]] = field(default_factory=list)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def request_id(self) -> str:
+        """MLflow's older name for `trace_id`."""
+        return self.trace_id
+
+    @property
+    def trace_metadata(self) -> Mapping[str, str]:
+        """MLflow's name for `metadata`."""
+        return self.metadata
+
+    @property
+    def request_metadata(self) -> Mapping[str, str]:
+        """MLflow's older name for `metadata`."""
+        return self.metadata
+
+    @property
+    def execution_duration(self) -> int | None:
+        """Duration in milliseconds (MLflow's name for `execution_duration_ms`)."""
+        return self.execution_duration_ms
+
+    @property
+    def execution_time_ms(self) -> int | None:
+        """MLflow's older name for `execution_duration_ms`."""
+        return self.execution_duration_ms
+
+    @property
+    def request_preview(self) -> str | None:
+        """The request, cut at 1,000 characters by MLflow: display only, never score it."""
+        value = self.raw.get("request_preview")
+        return value if isinstance(value, str) else None
+
+    @property
+    def response_preview(self) -> str | None:
+        """The response, cut at 1,000 characters by MLflow (None when the trace raised)."""
+        value = self.raw.get("response_preview")
+        return value if isinstance(value, str) else None
+
+    @property
+    def assessments(self) -> list[Feedback | Expectation]:
+        """The trace's assessments as `Feedback`/`Expectation` entities (built on each access)."""
+        out: list[Feedback | Expectation] = []
+        for item in self.raw_assessments:
+            if isinstance(item, Mapping):
+                entity = assessment_from_wire(item)
+                if entity is not None:
+                    out.append(entity)
+        return out
 
     @property
     def timestamp_ms(self) -> int | None:
@@ -345,6 +502,33 @@ class TraceInfo:
 
 
 @dataclass(slots=True)
+class TraceData:
+    """`mlflow.entities.TraceData`: the spans, plus the root span's raw request and response."""
+
+    spans: list[Span]
+
+    def _get_root_span(self) -> Span | None:
+        for span in self.spans:
+            if span.is_root:
+                return span
+        return None
+
+    @property
+    def request(self) -> str | None:
+        """The root span's inputs as the JSON string the wire holds (None without a root)."""
+        root = self._get_root_span()
+        value = None if root is None else root.raw_attributes.get("mlflow.spanInputs")
+        return value if isinstance(value, str) or value is None else orjson.dumps(value).decode()
+
+    @property
+    def response(self) -> str | None:
+        """The root span's outputs as the JSON string the wire holds (None when it raised)."""
+        root = self._get_root_span()
+        value = None if root is None else root.raw_attributes.get("mlflow.spanOutputs")
+        return value if isinstance(value, str) or value is None else orjson.dumps(value).decode()
+
+
+@dataclass(slots=True)
 class Trace:
     """A finished trace: `info` plus its spans; `raw` is the wire dict it came from."""
 
@@ -361,10 +545,15 @@ class Trace:
         return self.info.experiment_id
 
     @property
+    def data(self) -> TraceData:
+        """`trace.data` as in MLflow: a view over the same spans (built on access, no copy)."""
+        return TraceData(self.spans)
+
+    @property
     def root_span(self) -> Span | None:
         """The span without a parent (the first one if a broken trace has several)."""
         for span in self.spans:
-            if span.parent_id is None:
+            if span.is_root:
                 return span
         return None
 
@@ -414,13 +603,67 @@ class Trace:
                 total += u.total_tokens
         return TokenUsage(inp, out, total) if found else None
 
-    def search_spans(self, span_type: str | None = None, name: str | None = None) -> list[Span]:
-        """Spans matching a type and/or name, in trace order (as MLflow's `search_spans`)."""
-        st = span_type.upper() if isinstance(span_type, str) else span_type
+    def search_spans(
+        self,
+        span_type: str | None = None,
+        name: str | re.Pattern[str] | None = None,
+        span_id: str | None = None,
+    ) -> list[Span]:
+        """Spans matching a type, a name and/or an id, in trace order (as MLflow's `search_spans`).
+
+        `name` is an exact string or a compiled pattern (matched with `search`, as MLflow);
+        `span_id` is the hex id (`span.span_id`). A lower-case `span_type` is accepted too.
+
+        Raises:
+            TypeError: `name` is neither a string nor a compiled pattern, or `span_type` is
+                not a string (a wrong type must not silently match nothing).
+        """
+        if span_type is not None and not isinstance(span_type, str):
+            raise TypeError(f"Invalid type for 'span_type'. Expected str or SpanType. Got: {type(span_type)}")
+        if name is not None and not isinstance(name, (str, re.Pattern)):
+            raise TypeError(f"Invalid type for 'name'. Expected str or re.Pattern. Got: {type(name)}")
+        st = span_type.upper() if span_type is not None else None
+        out: list[Span] = []
+        for s in self.spans:
+            if st is not None and s.span_type != st:
+                continue
+            if name is not None:
+                if isinstance(name, str):
+                    if s.name != name:
+                        continue
+                elif name.search(s.name) is None:
+                    continue
+            if span_id is not None and s.span_id != span_id:
+                continue
+            out.append(s)
+        return out
+
+    def search_assessments(
+        self,
+        name: str | None = None,
+        *,
+        span_id: str | None = None,
+        all: bool = False,  # MLflow's keyword (shadows the builtin)
+        type: str | None = None,  # MLflow's keyword (shadows the builtin)
+    ) -> list[Feedback | Expectation]:
+        """The trace's assessments matching a name, a span and a kind (as MLflow's).
+
+        Overridden ones (`valid: false`) only with `all=True`; `type` is `"feedback"` or
+        `"expectation"`.
+
+        Raises:
+            ValueError: `type` is something else.
+        """
+        if type not in (None, "feedback", "expectation"):
+            raise ValueError(f"type must be 'feedback' or 'expectation', got {type!r}")
+        kind = None if type is None else (Feedback if type == "feedback" else Expectation)
         return [
-            s
-            for s in self.spans
-            if (st is None or s.span_type == st) and (name is None or s.name == name)
+            a
+            for a in self.info.assessments
+            if (name is None or a.name == name)
+            and (span_id is None or a.span_id == span_id)
+            and (all or a.valid in (True, None))
+            and (kind is None or isinstance(a, kind))
         ]
 
     def iter_errors(self) -> Iterator[SpanEvent]:

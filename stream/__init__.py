@@ -28,14 +28,14 @@ if _TYPE_CHECKING:
     )
     from stream.registry._budget import HourlyBudget
     from stream.registry._filter import FILTER_FIELDS, Filter, FilterClause, parse_filter
-    from stream.registry._functions import (
+    from stream.registry._functions import register_scorer, start_scorer, stop_scorer, update_scorer
+    from stream.registry._mlflow_api import (
+        ScorerSamplingConfig,
         delete_scorer,
         get_scorer,
+        list_scorer_versions,
         list_scorers,
-        register_scorer,
-        start_scorer,
-        stop_scorer,
-        update_scorer,
+        set_experiment,
     )
     from stream.registry._records import BudgetConfig, SamplingConfig, ScorerRecord, ScorerVersion
     from stream.registry._registry import Registry, RegistryIssue
@@ -75,6 +75,7 @@ _WHERE: dict[str, str] = {
     "RegistryWatcher": "stream.registry._watch",
     "SamplingConfig": "stream.registry._records",
     "ScorerRecord": "stream.registry._records",
+    "ScorerSamplingConfig": "stream.registry._mlflow_api",
     "ScorerVersion": "stream.registry._records",
     "Settings": "stream._config",
     "StreamError": "stream._exceptions",
@@ -85,10 +86,11 @@ _WHERE: dict[str, str] = {
     "TracePublisher": "stream.sdk._publisher",
     "alog_expectation": "stream.sdk._feedback",
     "alog_feedback": "stream.sdk._feedback",
-    "delete_scorer": "stream.registry._functions",
+    "delete_scorer": "stream.registry._mlflow_api",
     "encode_for_wire": "stream.sdk._publisher",
-    "get_scorer": "stream.registry._functions",
-    "list_scorers": "stream.registry._functions",
+    "get_scorer": "stream.registry._mlflow_api",
+    "list_scorer_versions": "stream.registry._mlflow_api",
+    "list_scorers": "stream.registry._mlflow_api",
     "log_expectation": "stream.sdk._feedback",
     "log_feedback": "stream.sdk._feedback",
     "mint_feedback_token": "stream.sdk._feedback",
@@ -96,6 +98,7 @@ _WHERE: dict[str, str] = {
     "register_scorer": "stream.registry._functions",
     "sample_u": "stream.worker._sampling",
     "sampled": "stream.worker._sampling",
+    "set_experiment": "stream.registry._mlflow_api",
     "start_scorer": "stream.registry._functions",
     "stop_scorer": "stream.registry._functions",
     "update_scorer": "stream.registry._functions",
@@ -138,6 +141,7 @@ __all__ = [
     "RegistryWatcher",
     "SamplingConfig",
     "ScorerRecord",
+    "ScorerSamplingConfig",
     "ScorerVersion",
     "Settings",
     "StreamError",
@@ -151,6 +155,7 @@ __all__ = [
     "delete_scorer",
     "encode_for_wire",
     "get_scorer",
+    "list_scorer_versions",
     "list_scorers",
     "log_expectation",
     "log_feedback",
@@ -159,6 +164,7 @@ __all__ = [
     "register_scorer",
     "sample_u",
     "sampled",
+    "set_experiment",
     "start_scorer",
     "stop_scorer",
     "update_scorer",

@@ -23,7 +23,7 @@ from stream._exceptions import ConfigError
 __all__ = ["Settings", "Topics", "config_error", "load_settings"]
 
 # Fields whose values never appear in an error message.
-_SECRETS = frozenset({"judge_api_key", "api_keys", "feedback_secrets"})
+_SECRETS = frozenset({"judge_api_key", "judge_anthropic_api_key", "api_keys", "feedback_secrets"})
 
 
 def _split(value: Any) -> Any:
@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # worker and of `evaluate`; scorers never reads these variables for us.
     judge_base_url: str = "https://api.openai.com/v1"
     judge_api_key: str | None = None
+    # `anthropic:/<model>` judges: the Messages API's base URL and key (sent only there).
+    judge_anthropic_base_url: str = "https://api.anthropic.com/v1"
+    judge_anthropic_api_key: str | None = None
     judge_max_in_flight: int = Field(32, ge=1, description="judge calls in flight per worker (and per model)")
     judge_timeout: float = Field(30.0, gt=0, description="seconds one judge HTTP attempt may take")
     judge_max_retries: int = Field(4, ge=0, description="retries on 429, 5xx, timeouts, connection errors")
@@ -119,6 +122,11 @@ class Settings(BaseSettings):
     mlflow_sink_max_in_flight: int = Field(32, ge=1, description="results written to MLflow at once")
     mlflow_sink_rate_limit: float = Field(0.0, ge=0, description="MLflow requests per second; 0 = no limit")
     mlflow_sink_metrics_port: int = Field(9120, ge=-1, le=65535, description="sink /metrics; -1 disables")
+    # MLflow's client exports traces asynchronously, so a result can reach the sink before its
+    # trace reaches MLflow: a 404 is looked up again until this long after the result was made.
+    mlflow_sink_trace_wait_timeout: float = Field(
+        10.0, ge=0, description="seconds after a result's creation a trace MLflow lacks is looked for again"
+    )
 
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     feedback_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -189,7 +197,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"must be host:port[,host:port...], got {server!r}")
         return ",".join(servers)
 
-    @field_validator("judge_base_url")
+    @field_validator("judge_base_url", "judge_anthropic_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         parts = urlsplit(value)
@@ -210,6 +218,8 @@ class Settings(BaseSettings):
         return {
             "base_url": self.judge_base_url,
             "api_key": self.judge_api_key,
+            "anthropic_base_url": self.judge_anthropic_base_url,
+            "anthropic_api_key": self.judge_anthropic_api_key,
             "max_in_flight": self.judge_max_in_flight,
             "rpm": self.judge_rpm,
             "tpm": self.judge_tpm,

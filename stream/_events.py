@@ -9,6 +9,9 @@ as its trace, and one worker owns both sides of the join):
      "metadata": {}, "created_ms": 1790000000000}
     {"kind": "expectation", ... same fields, value = the ground truth ...}
 
+plus `"error"` (MLflow's `AssessmentError`: a feedback with no value says why) and
+`"span_id"` when the sender gave them.
+
 A vote is identified by (trace_id, name, source_id): a new vote of the same user replaces
 the old one, it is never added to it.
 """
@@ -60,21 +63,29 @@ class FeedbackEvent:
     metadata: dict[str, Any] | None = None
     created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    error: dict[str, Any] | None = None
+    """MLflow's `AssessmentError` (`error_code`, `error_message`, `stack_trace`): why no value."""
+    span_id: str | None = None
+    """The span the feedback or expectation is about (MLflow's `span_id`)."""
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "kind": self.kind,
-                "event_id": self.event_id,
-                "trace_id": self.trace_id,
-                "name": self.name,
-                "value": self.value,
-                "rationale": self.rationale,
-                "source": {"source_type": self.source_type, "source_id": self.source_id},
-                "metadata": self.metadata or {},
-                "created_ms": self.created_ms,
-            }
-        )
+        doc: dict[str, Any] = {
+            "kind": self.kind,
+            "event_id": self.event_id,
+            "trace_id": self.trace_id,
+            "name": self.name,
+            "value": self.value,
+            "rationale": self.rationale,
+            "source": {"source_type": self.source_type, "source_id": self.source_id},
+            "metadata": self.metadata or {},
+            "created_ms": self.created_ms,
+        }
+        # Only when set, so events without them are the same bytes as before they existed.
+        if self.error is not None:
+            doc["error"] = self.error
+        if self.span_id is not None:
+            doc["span_id"] = self.span_id
+        return orjson.dumps(doc)
 
     @classmethod
     def from_json(cls, data: bytes) -> FeedbackEvent:
@@ -122,7 +133,24 @@ class FeedbackEvent:
             metadata=d.get("metadata") if isinstance(d.get("metadata"), dict) else None,
             created_ms=created if isinstance(created, int) else int(time.time() * 1000),
             event_id=_id_text(d.get("event_id"), "event_id") or uuid.uuid4().hex,
+            error=_error_of(d.get("error")),
+            span_id=_id_text(d.get("span_id"), "span_id") or None,
         )
+
+
+def _error_of(value: Any) -> dict[str, Any] | None:
+    """An event's `error`: an object with a string `error_code` of at most `MAX_NAME_CHARS`.
+
+    Raises:
+        ValueError: present but not such an object.
+        DecodeError: `bad_id`: the code is too long.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("error_code"), str):
+        raise ValueError("error must be an object with a string error_code")
+    _check_id(value["error_code"], "error.error_code", MAX_NAME_CHARS)
+    return value
 
 
 def _check_id(text: str, what: str, limit: int) -> str:

@@ -45,6 +45,7 @@ PROMTOOL = shutil.which("promtool")
 TRACEWATCH_IMAGE = "tracewatch:local"
 SERVICES = {
     "kafka", "topics", "redis", "worker", "api", "prometheus", "alertmanager", "grafana", "fake-judge", "traffic",
+    "otlp",
 }  # fmt: skip
 MONITORING = ("prometheus", "grafana", "alertmanager")
 
@@ -212,7 +213,7 @@ def test_redis_is_persistent_and_never_evicts(services: dict[str, dict[str, Any]
 
 def test_tracewatch_services_share_the_image_and_settings(services: dict[str, dict[str, Any]]) -> None:
     ours = {n: s for n, s in services.items() if s.get("image") == TRACEWATCH_IMAGE}
-    assert set(ours) == {"topics", "worker", "api", "fake-judge", "traffic"}
+    assert set(ours) == {"topics", "worker", "api", "fake-judge", "traffic", "otlp"}
     for name, s in ours.items():
         assert s["build"]["context"] == "." and s["build"].get("dockerfile", "Dockerfile") == "Dockerfile", name
         e = env(s) if name != "fake-judge" else {"TRACEWATCH_KAFKA_BOOTSTRAP": "kafka:9092"}
@@ -392,7 +393,7 @@ def parse_cli(args: list[str]) -> dict[str, Any]:
     return dict(cmd.make_context(name, list(args)).params)
 
 
-@pytest.mark.parametrize("name", ["topics", "worker", "api", "fake-judge"])
+@pytest.mark.parametrize("name", ["topics", "worker", "api", "fake-judge", "otlp"])
 def test_service_commands_parse(services: dict[str, dict[str, Any]], name: str) -> None:
     service = services[name]
     assert "entrypoint" not in service  # the image's: tracewatch

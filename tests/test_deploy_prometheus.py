@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from sinks import Metrics
+from sinks.mlflow import SinkMetrics
 
 REPO = Path(__file__).resolve().parents[1]
 PROM = REPO / "deploy" / "prometheus"
@@ -91,18 +92,19 @@ BUILTIN_SERIES: dict[str, frozenset[str] | None] = {
 
 
 def exported_metrics() -> dict[str, frozenset[str] | None]:
-    """Series names `sinks.Metrics` exports (with `_total`/`_bucket`/`_sum`/`_count`) -> labels.
+    """Series names `sinks.Metrics` and the MLflow sink's `sinks.mlflow.SinkMetrics` export
+    (with `_total`/`_bucket`/`_sum`/`_count`) -> labels.
 
     Names come from the registry's public `collect()`; label names from the metric objects
     `Metrics` holds (`_labelnames`, prometheus_client's attribute for them; None, so not
     checked, for a family registered some other way).
     """
     registry = CollectorRegistry()
-    metrics = Metrics(registry)
     labels_of: dict[str, frozenset[str]] = {}
-    for obj in vars(metrics).values():
-        if isinstance(obj, MetricWrapperBase) and hasattr(obj, "_labelnames"):
-            labels_of[obj._name] = frozenset(obj._labelnames) | SCRAPE_LABELS
+    for metrics in (Metrics(registry), SinkMetrics(registry)):
+        for obj in vars(metrics).values():
+            if isinstance(obj, MetricWrapperBase) and hasattr(obj, "_labelnames"):
+                labels_of[obj._name] = frozenset(obj._labelnames) | SCRAPE_LABELS
     out: dict[str, frozenset[str] | None] = {}
     for family in registry.collect():
         labels = labels_of.get(family.name)

@@ -80,6 +80,8 @@ async def post_feedback(
         source_id=source_id or "anonymous",
         rationale=body.rationale,
         metadata=body.metadata,
+        error=body.error.model_dump(exclude_none=True) if body.error is not None else None,
+        span_id=body.span_id,
     )
     await svc.publish(svc.topics.feedback, body.trace_id, event.to_json())
     return Accepted(event_id=event.event_id, trace_id=body.trace_id)
@@ -103,6 +105,7 @@ async def post_expectation(body: ExpectationBody, svc: Annotated[Services, Depen
         source_type=body.source.type,
         source_id=body.source.id or "api",
         metadata=body.metadata,
+        span_id=body.span_id,
     )
     await svc.publish(svc.topics.feedback, body.trace_id, event.to_json())
     return Accepted(event_id=event.event_id, trace_id=body.trace_id)

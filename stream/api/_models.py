@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -39,6 +40,7 @@ __all__ = [
     "ErrorBody",
     "ExpectationBody",
     "FeedbackBody",
+    "FeedbackErrorBody",
     "FeedbackSource",
     "FieldError",
     "Health",
@@ -211,25 +213,46 @@ def _lift_source(data: Any) -> Any:
     return data
 
 
+class FeedbackErrorBody(BaseModel):
+    """Why a feedback has no value (MLflow's `AssessmentError`)."""
+
+    model_config = _STRICT
+
+    error_code: Name
+    error_message: Text | None = None
+    stack_trace: Text | None = None
+
+
 class FeedbackBody(BaseModel):
     """`POST /v1/feedback`: one vote on a trace, as `mlflow.log_feedback` names the fields.
 
     `source` may also be given MLflow-style as top-level `source_type` and `source_id`.
+    `value` or `error` is required (MLflow's rule); `span_id` ties it to one span.
     """
 
     model_config = _STRICT
 
     trace_id: TraceId
     name: Name = "user_satisfaction"
-    value: FeedbackValue
+    # `error` first: the check on `value` reads it.
+    error: FeedbackErrorBody | None = None
+    value: FeedbackValue | None = Field(None, validate_default=True)
     rationale: Text | None = None
     source: FeedbackSource = Field(default_factory=FeedbackSource)
     metadata: Metadata | None = None
+    span_id: Id | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _flat_source(cls, data: Any) -> Any:
         return _lift_source(data)
+
+    @field_validator("value")
+    @classmethod
+    def _value_or_error(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.data.get("error") is None:
+            raise ValueError("required, unless an `error` says why there is none")
+        return value
 
 
 class ExpectationBody(BaseModel):
@@ -242,6 +265,7 @@ class ExpectationBody(BaseModel):
     value: AnyValue
     source: FeedbackSource = Field(default_factory=FeedbackSource)
     metadata: Metadata | None = None
+    span_id: Id | None = None
 
     @model_validator(mode="before")
     @classmethod

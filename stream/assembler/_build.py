@@ -8,7 +8,11 @@ attributes (except `telemetry.sdk.*` and `mlflow.*`) and the root's `mlflow.trac
 attributes become tags; `user.id` and `session.id`/`gen_ai.conversation.id` become
 `mlflow.trace.user`/`mlflow.trace.session`; token usage is summed over the top-most spans
 that report it (a parent that reports a rollup is not added to its children again); the
-request/response previews are the root's inputs/outputs cut at 1,000 characters.
+request/response previews are the root's inputs/outputs as MLflow's `_get_truncated_preview`
+makes them (the text of the last user/assistant message of a chat payload, else the JSON;
+cut at 1,000 characters with "..."); metadata `mlflow.traceInputs`/`mlflow.traceOutputs` are
+the root's raw inputs/outputs cut at 250 characters with "..." ("" when absent), as MLflow's
+client writes them.
 
 Nothing here reads a clock: the JSON is a function of the spans (sorted root first, then by
 start time and span id), the experiment and the incomplete reason, so a replay emits the
@@ -73,6 +77,58 @@ def _usage_total(records: list[SpanRecord]) -> dict[str, int] | None:
     return total
 
 
+def _messages(obj: Any) -> list[dict[str, Any]] | None:
+    """Chat messages of a request/response payload (MLflow's `_try_extract_messages`)."""
+    if not isinstance(obj, dict):
+        return None
+    if (messages := obj.get("messages")) and isinstance(messages, list):
+        return [m for m in messages if _is_message(m)]
+    choices = obj.get("choices")
+    if choices and isinstance(choices, list) and isinstance(choices[0], dict):
+        msg = choices[0].get("message")
+        if msg and _is_message(msg):
+            return [msg]
+    for key in ("input", "output"):
+        if (items := obj.get(key)) and isinstance(items, list):
+            return [m for m in items if _is_message(m)]
+    if "request" in obj:
+        return _messages(obj["request"])
+    return None
+
+
+def _is_message(item: Any) -> bool:
+    return isinstance(item, dict) and "role" in item and "content" in item
+
+
+def _message_text(msg: dict[str, Any]) -> str:
+    content = msg.get("content")
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, str):
+                return part
+            if isinstance(part, dict) and part.get("type") in ("text", "output_text"):
+                text = part.get("text")
+                return text if isinstance(text, str) else ""
+        return ""
+    return content if isinstance(content, str) else ""
+
+
+def _preview(raw: str, role: str) -> str:
+    """MLflow's `_get_truncated_preview` of a root's JSON-encoded inputs/outputs."""
+    content = None
+    if messages := _messages(_plain(raw)):
+        msg = next((m for m in reversed(messages) if m.get("role") == role), messages[-1])
+        content = _message_text(msg)
+    content = content or raw
+    return content if len(content) <= _PREVIEW_CHARS else content[: _PREVIEW_CHARS - 3] + "..."
+
+
+def _meta_preview(raw: str | None) -> str:
+    if not raw:
+        return ""
+    return raw if len(raw) <= _META_PREVIEW_CHARS else raw[: _META_PREVIEW_CHARS - 3] + "..."
+
+
 def _str(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
@@ -105,11 +161,11 @@ def build_trace(
             if key.startswith(_TAG_PREFIX):
                 tags[key[len(_TAG_PREFIX) :]] = _str(_plain(attrs[key]))
         if (inputs := attrs.get(INPUTS)) is not None:
-            info_extra["request_preview"] = inputs[:_PREVIEW_CHARS]
-            meta["mlflow.traceInputs"] = inputs[:_META_PREVIEW_CHARS]
+            info_extra["request_preview"] = _preview(inputs, "user")
         if (outputs := attrs.get(OUTPUTS)) is not None:
-            info_extra["response_preview"] = outputs[:_PREVIEW_CHARS]
-            meta["mlflow.traceOutputs"] = outputs[:_META_PREVIEW_CHARS]
+            info_extra["response_preview"] = _preview(outputs, "assistant")
+        meta["mlflow.traceInputs"] = _meta_preview(attrs.get(INPUTS))
+        meta["mlflow.traceOutputs"] = _meta_preview(attrs.get(OUTPUTS))
     for r in records:
         attrs = r.span["attributes"]
         user = _plain(attrs.get("user.id"))

@@ -1,4 +1,5 @@
-"""A fake OpenAI-compatible judge: `POST /v1/chat/completions` over real loopback HTTP.
+"""A fake judge over real loopback HTTP: OpenAI's `POST /v1/chat/completions` and
+Anthropic's `POST /v1/messages` (both shapes, so both client paths are tested for real).
 
 For tests, demos and benchmarks that must not call a paid API. Answers are derived from
 the prompt, so the same prompt always gets the same verdict:
@@ -9,9 +10,15 @@ the prompt, so the same prompt always gets the same verdict:
 - a non-JSON answer when the prompt holds `[[garbage]]`.
 
 Faults are drawn from a seeded RNG per request (not from the prompt, so a retried request
-can succeed): `rate_429` (with `Retry-After`), `rate_500`, `garbage_rate`, plus a fixed
-`latency` and random `jitter`. `GET /stats` reports requests by status and the current and
-maximum number of requests in flight, which is how tests check a client's concurrency cap.
+can succeed): `rate_429` (with `Retry-After`, unless `retry_after_header` is off; Anthropic
+429s also carry `anthropic-ratelimit-requests-remaining: 0` and `-reset`), `rate_500`,
+`garbage_rate`, plus a fixed `latency` and random `jitter`. `GET /stats` reports requests by
+status and the current and maximum number of requests in flight, which is how tests check a
+client's concurrency cap; `GET /requests` (or `received()`) returns the last request bodies
+and auth headers, which is how tests check what a client sent.
+
+The Anthropic route answers 401 without `x-api-key` and 400 without `anthropic-version`,
+as the real API does.
 
 Run it with `python -m stream.cli.judge_server --port 8900`, or in tests with
 `with JudgeServer(rate_429=0.5) as srv: ... srv.base_url ... srv.stats()`.
@@ -24,8 +31,9 @@ import hashlib
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -56,6 +64,7 @@ class JudgeServerConfig:
     garbage_rate: float = 0.0
     fail_fraction: float = 0.0
     seed: int = 0
+    retry_after_header: bool = True
 
     def __post_init__(self) -> None:
         for name in ("rate_429", "rate_500", "garbage_rate", "fail_fraction"):
@@ -93,6 +102,18 @@ def _answer(prompt: str, fail_fraction: float) -> tuple[Any, str, str]:
     return result, why, "yes" if ok else "no"
 
 
+def _content_text(content: Any) -> str:
+    """A message's text: a string, or (Anthropic, OpenAI multimodal) a list of text blocks."""
+    if isinstance(content, list):
+        return "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    return str(content)
+
+
+def _anthropic_error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    """An error in Anthropic's shape: `{"type": "error", "error": {"type": ..., "message": ...}}`."""
+    return JSONResponse({"type": "error", "error": {"type": kind, "message": message}}, status, headers=headers)
+
+
 class FakeJudge:
     """The ASGI app and its counters; thread-safe to read while a server runs it."""
 
@@ -104,7 +125,9 @@ class FakeJudge:
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/stats", self._stats, methods=["GET"]),
+                Route("/requests", self._requests_route, methods=["GET"]),
                 Route("/healthz", self._health, methods=["GET"]),
             ]
         )
@@ -116,6 +139,7 @@ class FakeJudge:
         self._answers: Counter[str] = Counter()
         self._in_flight: int = getattr(self, "_in_flight", 0)
         self._max_in_flight = self._in_flight
+        self._received: deque[dict[str, Any]] = deque(maxlen=200)
 
     def configure(self, **changes: Any) -> None:
         """Change switches on the fly (e.g. between test phases); reseeds if `seed` is given."""
@@ -141,6 +165,14 @@ class FakeJudge:
                 "config": asdict(self.config),
             }
 
+    def received(self) -> list[dict[str, Any]]:
+        """The last 200 requests: `path`, `body` (parsed JSON) and the auth/version headers."""
+        with self._lock:
+            return list(self._received)
+
+    async def _requests_route(self, request: Request) -> Response:
+        return JSONResponse(self.received())
+
     async def _stats(self, request: Request) -> Response:
         return JSONResponse(self.stats())
 
@@ -148,6 +180,12 @@ class FakeJudge:
         return JSONResponse({"status": "ok"})
 
     async def _chat(self, request: Request) -> Response:
+        return await self._handle(request, "openai")
+
+    async def _messages(self, request: Request) -> Response:
+        return await self._handle(request, "anthropic")
+
+    async def _handle(self, request: Request, shape: str) -> Response:
         with self._lock:
             self._requests += 1
             self._in_flight += 1
@@ -156,7 +194,7 @@ class FakeJudge:
             draw_429, draw_500, draw_garbage, draw_jitter = (self._rng.random() for _ in range(4))
         status = 500
         try:
-            response = await self._respond(request, cfg, draw_429, draw_500, draw_garbage, draw_jitter)
+            response = await self._respond(request, shape, cfg, draw_429, draw_500, draw_garbage, draw_jitter)
             status = response.status_code
             return response
         finally:
@@ -167,6 +205,7 @@ class FakeJudge:
     async def _respond(
         self,
         request: Request,
+        shape: str,
         cfg: JudgeServerConfig,
         d429: float,
         d500: float,
@@ -176,7 +215,7 @@ class FakeJudge:
         try:
             body = orjson.loads(await request.body())
             messages = body["messages"]
-            prompt = "\n".join(str(m.get("content", "")) for m in messages)
+            prompt = "\n".join(_content_text(m.get("content", "")) for m in messages)
             model = str(body.get("model") or "fake-judge")
         except ClientDisconnect:
             return Response(status_code=499)  # the client gave up; nobody reads this
@@ -184,14 +223,38 @@ class FakeJudge:
             return JSONResponse(
                 {"error": {"message": f"bad request body: {exc}", "type": "invalid_request"}}, 400
             )
+        headers = request.headers
+        with self._lock:
+            self._received.append(
+                {
+                    "path": request.url.path,
+                    "body": body,
+                    "authorization": headers.get("authorization"),
+                    "x-api-key": headers.get("x-api-key"),
+                    "anthropic-version": headers.get("anthropic-version"),
+                }
+            )
+        if shape == "anthropic":
+            if not headers.get("x-api-key"):
+                return _anthropic_error(401, "authentication_error", "x-api-key header is required")
+            if not headers.get("anthropic-version"):
+                return _anthropic_error(400, "invalid_request_error", "anthropic-version header is required")
+            if not isinstance(body.get("max_tokens"), int):
+                return _anthropic_error(400, "invalid_request_error", "max_tokens: Field required")
         delay = cfg.latency + cfg.jitter * djitter
         if delay > 0:
             await asyncio.sleep(delay)
         if d429 < cfg.rate_429:
+            limit_headers = {"Retry-After": f"{cfg.retry_after:g}"} if cfg.retry_after_header else {}
+            if shape == "anthropic":
+                reset = datetime.now(UTC) + timedelta(seconds=cfg.retry_after)
+                limit_headers["anthropic-ratelimit-requests-remaining"] = "0"
+                limit_headers["anthropic-ratelimit-requests-reset"] = reset.isoformat().replace("+00:00", "Z")
+                return _anthropic_error(429, "rate_limit_error", "rate limited (fake)", limit_headers)
             return JSONResponse(
                 {"error": {"message": "rate limited (fake)", "type": "rate_limit_exceeded"}},
                 429,
-                headers={"Retry-After": f"{cfg.retry_after:g}"},
+                headers=limit_headers,
             )
         if d500 < cfg.rate_500:
             return JSONResponse({"error": {"message": "internal error (fake)", "type": "server_error"}}, 500)
@@ -204,6 +267,19 @@ class FakeJudge:
             self._answers[kind] += 1
         prompt_tokens = max(1, len(prompt) // 4)
         completion_tokens = max(1, len(content) // 4)
+        if shape == "anthropic":
+            return JSONResponse(
+                {
+                    "id": f"msg_fake_{hashlib.sha256(prompt.encode()).hexdigest()[:12]}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [{"type": "text", "text": content}],
+                    "stop_reason": "end_turn",
+                    "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+                },
+                headers={"anthropic-ratelimit-requests-remaining": "1000"},
+            )
         return JSONResponse(
             {
                 "id": f"chatcmpl-fake-{hashlib.sha256(prompt.encode()).hexdigest()[:12]}",
@@ -250,6 +326,10 @@ class JudgeServer(BackgroundServer):
 
     def stats(self) -> dict[str, Any]:
         return self.judge.stats()
+
+    def received(self) -> list[dict[str, Any]]:
+        """The last request bodies and auth headers the server saw (see `FakeJudge.received`)."""
+        return self.judge.received()
 
     def configure(self, **changes: Any) -> None:
         self.judge.configure(**changes)

@@ -17,7 +17,9 @@ Grammar (keywords `AND`, `LIKE`, `ILIKE`, `IN` in any case)::
     op      := = | != | < | <= | > | >= | LIKE | ILIKE
     value   := 'text' | "text" | number                   (a quote is doubled inside: 'it''s')
 
-`trace.` is accepted wherever `attributes.` is, as MLflow 3 does. String fields take `= !=
+`trace.` is accepted wherever `attributes.` is, as MLflow 3 does, and so is no prefix at
+all (`timestamp > 1700000000000`, `status = 'OK'`); `timestamp` and `execution_time` are
+MLflow's aliases of `timestamp_ms` and `execution_time_ms`. String fields take `= !=
 LIKE ILIKE IN` and quoted values; numeric fields take `= != < <= > >= IN` and bare numbers.
 `LIKE` matches the whole value with `%` (any run) and `_` (one character); `ILIKE` is the
 same ignoring case. A clause on a value the trace lacks (a missing tag, no latency) is

@@ -26,6 +26,9 @@ _ATTRIBUTES: Final[dict[str, FieldKind]] = {
     "name": "str",
 }
 _SPAN_FIELDS: Final[dict[str, FieldKind]] = {"type": "str", "name": "str"}
+# MLflow's `SearchTraceUtils.SEARCH_KEY_TO_ATTRIBUTE`: other spellings of attribute keys. As in
+# MLflow, an attribute may also be written bare (`timestamp > 1700000000000`, `status = 'OK'`).
+_ATTRIBUTE_KEYS: Final[dict[str, str]] = {"timestamp": "timestamp_ms", "execution_time": "execution_time_ms"}
 
 FILTER_FIELDS: Final = (
     "attributes.status",
@@ -176,10 +179,14 @@ class _Parser:
         prefix = m.group(0)
         self.pos = m.end()
         if self.pos >= len(text) or text[self.pos] != ".":
-            raise self.unknown_field(prefix, start)
+            bare = _ATTRIBUTE_KEYS.get(prefix, prefix)
+            if bare not in _ATTRIBUTES:
+                raise self.unknown_field(prefix, start)
+            return f"attributes.{bare}", _ATTRIBUTES[bare]
         self.pos += 1
         key = self.key(prefix, start)
         if prefix in ("attributes", "trace"):
+            key = _ATTRIBUTE_KEYS.get(key, key)
             kind = _ATTRIBUTES.get(key)
             if kind is None:
                 raise self.unknown_field(f"{prefix}.{key}", start)

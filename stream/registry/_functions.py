@@ -1,8 +1,9 @@
-"""Synchronous shortcuts for the registry, named like MLflow's production-monitoring API.
+"""Synchronous shortcuts for the registry, taking a scorer or its name and returning records.
 
-MLflow writes `my_scorer.register()`, `.start(sampling_config=...)`, `.stop()`; here the
-scorer objects live in `scorers`, which must not import `stream` (the layering rule), so the
-same operations are module-level functions taking the scorer or its name::
+MLflow's own forms, `my_scorer.register()`, `.start(sampling_config=...)`, `get_scorer(name=...)`,
+`list_scorers()`, `delete_scorer(name=..., version=...)`, are in `stream.registry._mlflow_api`
+(the scorer methods reach it through `scorers.RegistrationBackend`). These functions are the
+record-level equivalents, for scripts and the CLI::
 
     from stream import SamplingConfig, register_scorer, start_scorer
 
@@ -20,15 +21,12 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from scorers import Scorer
+from scorers import Scorer, ScorerSamplingConfig
 from stream._config import Settings
-from stream.registry._records import BudgetConfig, SamplingConfig, ScorerRecord
+from stream.registry._records import BudgetConfig, SamplingConfig, ScorerRecord, sampling_from
 from stream.registry._registry import Registry
 
 __all__ = [
-    "delete_scorer",
-    "get_scorer",
-    "list_scorers",
     "register_scorer",
     "start_scorer",
     "stop_scorer",
@@ -58,7 +56,7 @@ def register_scorer(
     *,
     name: str | None = None,
     experiment_id: str = "0",
-    sampling_config: SamplingConfig | None = None,
+    sampling_config: SamplingConfig | ScorerSamplingConfig | None = None,
     budget: BudgetConfig | None = None,
     created_by: str | None = None,
     settings: Settings | None = None,
@@ -74,7 +72,7 @@ def register_scorer(
             scorer,
             name=name,
             experiment_id=experiment_id,
-            sampling_config=sampling_config,
+            sampling_config=_sampling(sampling_config),
             budget=budget,
             created_by=created_by,
         ),
@@ -85,14 +83,16 @@ def start_scorer(
     name: str,
     *,
     experiment_id: str = "0",
-    sampling_config: SamplingConfig | None = None,
+    sampling_config: SamplingConfig | ScorerSamplingConfig | None = None,
     budget: BudgetConfig | None = None,
     settings: Settings | None = None,
 ) -> ScorerRecord:
     """Start a registered scorer (`Registry.start`)."""
     return _run(
         settings,
-        lambda r: r.start(name, experiment_id=experiment_id, sampling_config=sampling_config, budget=budget),
+        lambda r: r.start(
+            name, experiment_id=experiment_id, sampling_config=_sampling(sampling_config), budget=budget
+        ),
     )
 
 
@@ -100,14 +100,16 @@ def update_scorer(
     name: str,
     *,
     experiment_id: str = "0",
-    sampling_config: SamplingConfig | None = None,
+    sampling_config: SamplingConfig | ScorerSamplingConfig | None = None,
     budget: BudgetConfig | None = None,
     settings: Settings | None = None,
 ) -> ScorerRecord:
     """Change a scorer's sampling and/or budget (`Registry.update`)."""
     return _run(
         settings,
-        lambda r: r.update(name, experiment_id=experiment_id, sampling_config=sampling_config, budget=budget),
+        lambda r: r.update(
+            name, experiment_id=experiment_id, sampling_config=_sampling(sampling_config), budget=budget
+        ),
     )
 
 
@@ -116,18 +118,6 @@ def stop_scorer(name: str, *, experiment_id: str = "0", settings: Settings | Non
     return _run(settings, lambda r: r.stop(name, experiment_id=experiment_id))
 
 
-def delete_scorer(name: str, *, experiment_id: str = "0", settings: Settings | None = None) -> None:
-    """Delete a scorer and all its versions (`Registry.delete`)."""
-    _run(settings, lambda r: r.delete(name, experiment_id=experiment_id))
-
-
-def list_scorers(experiment_id: str | None = None, *, settings: Settings | None = None) -> list[ScorerRecord]:
-    """Registered scorers, of one experiment or all (`Registry.list_scorers`)."""
-    return _run(settings, lambda r: r.list_scorers(experiment_id))
-
-
-def get_scorer(
-    name: str, *, experiment_id: str = "0", version: int | None = None, settings: Settings | None = None
-) -> Scorer:
-    """Load a registered scorer as a callable `Scorer` (`Registry.get_scorer`)."""
-    return _run(settings, lambda r: r.get_scorer(name, experiment_id=experiment_id, version=version))
+def _sampling(config: SamplingConfig | ScorerSamplingConfig | None) -> SamplingConfig | None:
+    """Either form of sampling config as ours (MLflow's None fields take the defaults)."""
+    return None if config is None else sampling_from(config)

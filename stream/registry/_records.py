@@ -98,6 +98,28 @@ class SamplingConfig(BaseModel):
         return value.strip()
 
 
+def sampling_from(config: Any, base: SamplingConfig | None = None) -> SamplingConfig:
+    """A `SamplingConfig` from either form: ours, or MLflow's `scorers.ScorerSamplingConfig`.
+
+    MLflow's fields may be None; each None keeps `base`'s value (`update`), or the default
+    (rate 1.0, no filter) without a base. An empty `filter_string` removes the filter.
+
+    Raises:
+        RegistryError: not a sampling config, or the rate or filter is invalid (one line).
+    """
+    if isinstance(config, SamplingConfig):
+        return config
+    if not (hasattr(config, "sample_rate") and hasattr(config, "filter_string")):
+        raise RegistryError(f"sampling_config must be a ScorerSamplingConfig, got {type(config).__name__}")
+    base = base or SamplingConfig()
+    rate = base.sample_rate if config.sample_rate is None else config.sample_rate
+    text = base.filter_string if config.filter_string is None else config.filter_string
+    try:
+        return SamplingConfig(sample_rate=rate, filter_string=text)
+    except ValidationError as exc:
+        raise RegistryError(f"sampling_config: {one_message(exc)}") from None
+
+
 class BudgetConfig(BaseModel):
     """Hourly caps on a scorer's spending, enforced per worker process (see `HourlyBudget`)."""
 

@@ -249,19 +249,37 @@ class Registry:
         """
         return await self._change(name, experiment_id, lambda r: r.model_copy(update={"state": "stopped"}), "stop")
 
-    async def delete(self, name: str, *, experiment_id: str = "0") -> None:
-        """Delete a scorer and all its versions (version numbers are not reused afterwards).
+    async def delete(self, name: str, *, experiment_id: str = "0", version: int | None = None) -> None:
+        """Delete a scorer with all its versions, or one version (numbers are never reused).
+
+        Args:
+            version: the one version to delete (None: all of them). Deleting the current
+                version makes the highest remaining one current (live if the scorer is
+                active); deleting the last one deletes the scorer.
 
         Raises:
-            RegistryError: no such scorer.
+            RegistryError: no such scorer or version.
         """
         check_identifier(name, "scorer name")
         check_identifier(experiment_id, "experiment id")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise RegistryError(f"version must be an integer, got {version!r}", scorer=name)
 
-        def change(current: Any) -> None:
+        def change(current: Any) -> dict[str, Any] | None:
             if current is None:
                 raise _NotFoundError
-            return None
+            if version is None:
+                return None
+            record = parse_record(current, f"{experiment_id}/{name}")
+            record.version(version)  # raises, listing the versions, when there is no such one
+            left = [v for v in record.versions if v.version != version]
+            if not left:
+                return None
+            return _dump(
+                record.model_copy(
+                    update={"versions": left, "current_version": left[-1].version, "updated_at": utcnow()}
+                )
+            )
 
         try:
             await self.store.update(experiment_id, name, change, op="delete")

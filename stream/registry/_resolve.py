@@ -127,8 +127,16 @@ def _ref_of(obj: Scorer) -> str:
     )
     top_level = isinstance(module, str) and isinstance(qualname, str) and qualname.isidentifier()
     if not top_level or module == "__main__":
-        where = "in __main__" if module == "__main__" else "inside a function" if "<" in str(qualname) else "in a class"
-        raise RegistryError(f"scorer {obj.name!r} is defined {where}, so workers cannot import it; {hint}")
+        if "<lambda>" in str(qualname):
+            where = "as a lambda"
+        elif module == "__main__":
+            where = "in __main__"
+        else:
+            where = "inside a function" if "<locals>" in str(qualname) else "in a class"
+        raise RegistryError(
+            f"scorer {obj.name!r} is defined {where}, so workers cannot import it (scorers are stored as "
+            f"import references, never pickled); {hint}"
+        )
     return f"{module}:{qualname}"
 
 

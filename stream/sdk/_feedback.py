@@ -13,7 +13,7 @@ the `TRACEWATCH_API_HOST`/`TRACEWATCH_API_PORT` the API itself binds to, else
 Example (server side, with an API key)::
 
     from stream import log_feedback
-    log_feedback("tr-…", value=True, rationale="clear answer", source_id="user-7")
+    log_feedback(trace_id="tr-…", name="helpful", value=True, rationale="clear answer", source_id="user-7")
 
 Example (browser side): the backend mints `mint_feedback_token(trace_id, user_id=...)` and
 the page POSTs `/v1/feedback` with the header `X-Feedback-Token: <token>`.
@@ -22,6 +22,7 @@ the page POSTs `/v1/feedback` with the header `X-Feedback-Token: <token>`.
 from __future__ import annotations
 
 import os
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from stream.sdk._tokens import mint_feedback_token as _mint
 
 __all__ = [
     "DEFAULT_API_URL",
+    "DEFAULT_FEEDBACK_NAME",
     "FeedbackError",
     "FeedbackReceipt",
     "alog_expectation",
@@ -46,8 +48,6 @@ __all__ = [
 
 DEFAULT_API_URL: Final = "http://127.0.0.1:8080"
 _DEFAULT_TIMEOUT: Final = 10.0
-
-
 
 
 @dataclass(slots=True, frozen=True)
@@ -97,8 +97,31 @@ def _first(env: str) -> str | None:
     return parts[0] if parts else None
 
 
-def _source(source: Any, source_type: str, source_id: str | None) -> dict[str, Any]:
-    """MLflow's `AssessmentSource` (or a mapping) wins over the plain arguments."""
+class _DefaultName(str):
+    """MLflow's default feedback name, told apart from the same name passed on purpose."""
+
+    __slots__ = ()
+
+
+DEFAULT_FEEDBACK_NAME: Final = _DefaultName("feedback")
+"""`mlflow.entities.assessment.DEFAULT_FEEDBACK_NAME`: `log_feedback`'s name when none is given."""
+
+
+def _source(
+    source: Any,
+    source_type: str | None,
+    source_id: str | None,
+    *,
+    token: str | None = None,
+    default_type: str = "CODE",
+) -> dict[str, Any]:
+    """The event's source: MLflow's `AssessmentSource` (or a mapping) wins over the plain arguments.
+
+    Without either, MLflow's default: `CODE`/`default` for feedback, `HUMAN`/`default` for an
+    expectation. Two tracewatch extras differ on purpose: a feedback token is a person's vote
+    (HUMAN, the user the token binds: the API refuses any other), and `source_id=` alone names
+    a person who voted (HUMAN).
+    """
     if source is not None:
         if isinstance(source, Mapping):
             source_type = source.get("source_type", source.get("type", source_type))
@@ -106,10 +129,56 @@ def _source(source: Any, source_type: str, source_id: str | None) -> dict[str, A
         else:
             source_type = getattr(source, "source_type", source_type)
             source_id = getattr(source, "source_id", source_id)
+        source_type = source_type or default_type
+    elif token is not None:
+        source_type = source_type or "HUMAN"
+    elif source_type is None and source_id is not None:
+        source_type = "HUMAN"
+    elif source_type is None:
+        source_type, source_id = default_type, "default"
     out: dict[str, Any] = {"type": str(source_type)}
     if source_id is not None:
         out["id"] = str(source_id)
     return out
+
+
+def _stack_trace(exc: BaseException) -> str:
+    """As MLflow stores it (and `scorers` does): the exception's repr, then its traceback."""
+    try:
+        return (repr(exc) + "".join(traceback.format_exception(exc))).strip()
+    except Exception:  # formatting a hostile exception must not lose the feedback
+        return repr(exc)
+
+
+def _error(error: Any) -> dict[str, Any] | None:
+    """`log_feedback`'s `error` as the API takes it, converted as MLflow's `Feedback` does.
+
+    An exception gives its class name as the code, `str(exc)` and its stack trace; a string
+    gives `ASSESSMENT_ERROR`; an `AssessmentError` (ours, MLflow's or a mapping) is copied.
+
+    Raises:
+        TypeError: anything else (MLflow raises too).
+    """
+    if error is None:
+        return None
+    if isinstance(error, BaseException):
+        return {
+            "error_code": type(error).__name__,
+            "error_message": str(error),
+            "stack_trace": _stack_trace(error),
+        }
+    if isinstance(error, str):
+        return {"error_code": "ASSESSMENT_ERROR", "error_message": error}
+    if isinstance(error, Mapping):
+        code, message, stack = error.get("error_code"), error.get("error_message"), error.get("stack_trace")
+    elif hasattr(error, "error_code"):
+        code = error.error_code
+        message = getattr(error, "error_message", None)
+        stack = getattr(error, "stack_trace", None)
+    else:
+        raise TypeError(f"'error' must be an Exception, AssessmentError, or string. Got: {type(error)}")
+    out = {"error_code": str(code), "error_message": message, "stack_trace": stack}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 @dataclass(slots=True, frozen=True)
@@ -122,30 +191,69 @@ class _Request:
 
 
 # log_feedback's value has a default, so a missing vote says what a vote may be.
-_VOTE_KINDS: Final = " (a boolean, number, string, list or object)"
+_VOTE_KINDS: Final = " (a boolean, number, string, list or object), or an error"
 
 
 def _body(
     trace_id: str,
-    name: str,
+    name: str | None,
     value: Any,
     metadata: Mapping[str, Any] | None,
     source: dict[str, Any],
     *,
     rationale: str | None = None,
+    error: dict[str, Any] | None = None,
+    span_id: str | None = None,
     value_kinds: str = "",
 ) -> dict[str, Any]:
     """An event's JSON body (feedback or expectation; `_request` drops the None fields)."""
-    if value is None:
+    if value is None and error is None:
         raise ValueError(f"value is required{value_kinds}")
     return {
         "trace_id": trace_id,
         "name": name,
         "value": value,
+        "error": error,
         "rationale": rationale,
         "source": source,
         "metadata": dict(metadata) if metadata is not None else None,
+        "span_id": span_id,
     }
+
+
+def _feedback_request(
+    trace_id: str,
+    name: str,
+    value: Any,
+    source: Any,
+    error: Any,
+    rationale: str | None,
+    metadata: Mapping[str, Any] | None,
+    span_id: str | None,
+    *,
+    source_id: str | None,
+    source_type: str | None,
+    base_url: str | None,
+    api_key: str | None,
+    token: str | None,
+    client: httpx.Client | httpx.AsyncClient | None,
+) -> _Request:
+    origin = _source(source, source_type, source_id, token=token)
+    # With a token and no name of the caller's, the API's default applies: the name the
+    # token was minted for by default (`user_satisfaction`), not MLflow's "feedback".
+    sent_name = None if token is not None and name is DEFAULT_FEEDBACK_NAME else str(name)
+    body = _body(
+        trace_id,
+        sent_name,
+        value,
+        metadata,
+        origin,
+        rationale=rationale,
+        error=_error(error),
+        span_id=span_id,
+        value_kinds=_VOTE_KINDS,
+    )
+    return _request("/v1/feedback", body, base_url=base_url, api_key=api_key, token=token, client=client)
 
 
 def _request(
@@ -234,32 +342,43 @@ async def _asend(request: _Request, client: httpx.AsyncClient | None) -> Feedbac
 
 def log_feedback(
     trace_id: str,
-    name: str = "user_satisfaction",
+    name: str = DEFAULT_FEEDBACK_NAME,
     value: Any = None,
-    rationale: str | None = None,
-    source_id: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    *,
     source: Any = None,
-    source_type: str = "HUMAN",
+    error: BaseException | Any = None,
+    rationale: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    span_id: str | None = None,
+    *,
+    source_id: str | None = None,
+    source_type: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
     token: str | None = None,
     client: httpx.Client | None = None,
     timeout: float = _DEFAULT_TIMEOUT,
 ) -> FeedbackReceipt:
-    """Record one vote on a trace; returns once Kafka has it (the API answered 202).
+    """Record feedback on a trace, as `mlflow.log_feedback`; returns once Kafka has it (202).
+
+    The first eight parameters are MLflow's, with its defaults (MLflow takes them by keyword
+    only; so does any code moved from it). The rest are tracewatch's.
 
     Args:
-        trace_id: The trace voted on.
-        name: The feedback name (`user_satisfaction` by default).
-        value: The vote: a boolean (thumbs), number, string, list of those, or object.
-        rationale: Why, in the user's words.
-        source_id: Who voted; a new vote of the same (trace, name, source) replaces the old.
-        metadata: Free-form JSON kept with the vote.
-        source: An MLflow `AssessmentSource` (or `{"source_type", "source_id"}`), overriding
-            `source_type`/`source_id`.
-        source_type: `HUMAN`, `LLM_JUDGE` or `CODE`.
+        trace_id: The trace the feedback is about.
+        name: The feedback name; `"feedback"` by default, as in MLflow (with a `token` and no
+            name, the API's default `user_satisfaction`, the name tokens are minted for).
+        value: A boolean (thumbs), number, string, list of those, or object. Either this or
+            `error` is required.
+        source: An MLflow `AssessmentSource` (or `{"source_type", "source_id"}`). Default as
+            MLflow: `CODE`/`default`; `HUMAN` with a `token` or a `source_id`.
+        error: Why there is no value: an exception (code = its class name, with its stack
+            trace), an `AssessmentError` (ours or MLflow's) or a string (`ASSESSMENT_ERROR`).
+        rationale: Why, in the voter's words.
+        metadata: Free-form JSON kept with the feedback.
+        span_id: The span the feedback is about (hex, as MLflow shows span ids).
+        source_id: Who voted, without building an `AssessmentSource` (`HUMAN`); a new vote of
+            the same (trace, name, source) replaces the old.
+        source_type: `HUMAN`, `LLM_JUDGE` or `CODE`, with `source_id`.
         base_url: The API; by default `TRACEWATCH_API_URL`, else
             `TRACEWATCH_API_HOST`/`TRACEWATCH_API_PORT`, else `http://127.0.0.1:8080`; or
             the `client`'s base URL.
@@ -269,25 +388,29 @@ def log_feedback(
         timeout: Seconds for the whole call when no client is given.
 
     Raises:
-        FeedbackError: The API refused the vote or could not be reached; it was not recorded.
-        ValueError: `value` is missing.
+        FeedbackError: The API refused the feedback or could not be reached; it was not recorded.
+        ValueError: neither `value` nor `error` is given.
+        TypeError: `error` is not an exception, `AssessmentError` or string.
     """
-    origin = _source(source, source_type, source_id)
-    body = _body(trace_id, name, value, metadata, origin, rationale=rationale, value_kinds=_VOTE_KINDS)
-    request = _request("/v1/feedback", body, base_url=base_url, api_key=api_key, token=token, client=client)
+    request = _feedback_request(
+        trace_id, name, value, source, error, rationale, metadata, span_id,
+        source_id=source_id, source_type=source_type, base_url=base_url, api_key=api_key, token=token, client=client,
+    )  # fmt: skip
     return _send(request, client, timeout)
 
 
 async def alog_feedback(
     trace_id: str,
-    name: str = "user_satisfaction",
+    name: str = DEFAULT_FEEDBACK_NAME,
     value: Any = None,
-    rationale: str | None = None,
-    source_id: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    *,
     source: Any = None,
-    source_type: str = "HUMAN",
+    error: BaseException | Any = None,
+    rationale: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    span_id: str | None = None,
+    *,
+    source_id: str | None = None,
+    source_type: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
     token: str | None = None,
@@ -297,34 +420,60 @@ async def alog_feedback(
 
     Without a client, each call gets 10 s; bound it otherwise with `asyncio.timeout`.
     """
-    origin = _source(source, source_type, source_id)
-    body = _body(trace_id, name, value, metadata, origin, rationale=rationale, value_kinds=_VOTE_KINDS)
-    request = _request("/v1/feedback", body, base_url=base_url, api_key=api_key, token=token, client=client)
+    request = _feedback_request(
+        trace_id, name, value, source, error, rationale, metadata, span_id,
+        source_id=source_id, source_type=source_type, base_url=base_url, api_key=api_key, token=token, client=client,
+    )  # fmt: skip
     return await _asend(request, client)
+
+
+def _expectation_request(
+    trace_id: str,
+    name: str,
+    value: Any,
+    source: Any,
+    metadata: Mapping[str, Any] | None,
+    span_id: str | None,
+    *,
+    source_id: str | None,
+    source_type: str | None,
+    base_url: str | None,
+    api_key: str | None,
+    client: httpx.Client | httpx.AsyncClient | None,
+) -> _Request:
+    origin = _source(source, source_type, source_id, default_type="HUMAN")
+    body = _body(trace_id, name, value, metadata, origin, span_id=span_id)
+    return _request("/v1/expectations", body, base_url=base_url, api_key=api_key, token=None, client=client)
 
 
 def log_expectation(
     trace_id: str,
     name: str,
     value: Any,
-    source_id: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    *,
     source: Any = None,
-    source_type: str = "HUMAN",
+    metadata: Mapping[str, Any] | None = None,
+    span_id: str | None = None,
+    *,
+    source_id: str | None = None,
+    source_type: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
     client: httpx.Client | None = None,
     timeout: float = _DEFAULT_TIMEOUT,
 ) -> FeedbackReceipt:
-    """Record ground truth for a trace (needs an API key); returns once Kafka has it.
+    """Record ground truth for a trace, as `mlflow.log_expectation` (needs an API key).
+
+    MLflow's parameters and defaults (source `HUMAN`/`default`), then tracewatch's, as in
+    `log_feedback`. Returns once Kafka has it.
 
     Raises:
         FeedbackError: The API refused it or could not be reached; it was not recorded.
         ValueError: `value` is None.
     """
-    body = _body(trace_id, name, value, metadata, _source(source, source_type, source_id))
-    request = _request("/v1/expectations", body, base_url=base_url, api_key=api_key, token=None, client=client)
+    request = _expectation_request(
+        trace_id, name, value, source, metadata, span_id,
+        source_id=source_id, source_type=source_type, base_url=base_url, api_key=api_key, client=client,
+    )  # fmt: skip
     return _send(request, client, timeout)
 
 
@@ -332,18 +481,21 @@ async def alog_expectation(
     trace_id: str,
     name: str,
     value: Any,
-    source_id: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    *,
     source: Any = None,
-    source_type: str = "HUMAN",
+    metadata: Mapping[str, Any] | None = None,
+    span_id: str | None = None,
+    *,
+    source_id: str | None = None,
+    source_type: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
     client: httpx.AsyncClient | None = None,
 ) -> FeedbackReceipt:
     """`log_expectation` for async code."""
-    body = _body(trace_id, name, value, metadata, _source(source, source_type, source_id))
-    request = _request("/v1/expectations", body, base_url=base_url, api_key=api_key, token=None, client=client)
+    request = _expectation_request(
+        trace_id, name, value, source, metadata, span_id,
+        source_id=source_id, source_type=source_type, base_url=base_url, api_key=api_key, client=client,
+    )  # fmt: skip
     return await _asend(request, client)
 
 

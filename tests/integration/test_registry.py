@@ -25,7 +25,8 @@ from sinks import RegistryStore
 from stream._config import Settings
 from stream.cli._scorers import scorers_app
 from stream.registry._budget import HourlyBudget
-from stream.registry._functions import get_scorer, list_scorers, register_scorer, start_scorer, stop_scorer
+from stream.registry._functions import register_scorer, start_scorer, stop_scorer
+from stream.registry._mlflow_api import get_scorer, list_scorers
 from stream.registry._records import BudgetConfig, RegistryError, SamplingConfig, utcnow
 from stream.registry._registry import Registry
 from stream.registry._watch import RegistryWatcher
@@ -299,7 +300,7 @@ def test_module_level_functions(reg_settings: Settings) -> None:
     rec = register_scorer("no_error", name="ok", experiment_id="5", settings=reg_settings)
     assert rec.state == "stopped"
     start_scorer("ok", experiment_id="5", sampling_config=SamplingConfig(sample_rate=0.2), settings=reg_settings)
-    assert [(r.name, r.state) for r in list_scorers("5", settings=reg_settings)] == [("ok", "active")]
+    assert [(s.name, s.status.value) for s in list_scorers("5", settings=reg_settings)] == [("ok", "STARTED")]
     assert get_scorer("ok", experiment_id="5", settings=reg_settings).name == "ok"
     assert stop_scorer("ok", experiment_id="5", settings=reg_settings).state == "stopped"
 

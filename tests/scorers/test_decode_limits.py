@@ -205,7 +205,7 @@ def test_returned_feedback_names_are_bounded() -> None:
 
     for s in (long_name, long_in_list):
         [fb] = s.run(trace).feedbacks
-        assert isinstance(fb.error, AssessmentError) and fb.error.code == "SCORER_BAD_RETURN" and fb.name == s.name
+        assert isinstance(fb.error, AssessmentError) and fb.error.code == "SCORER_ERROR" and fb.name == s.name
 
 
 # -- the property: decode or DecodeError, and what decodes can be written -------------------

@@ -63,8 +63,9 @@ def client_for(transport, **kwargs) -> JudgeClient:
 def test_parse_model_and_truncate() -> None:
     assert parse_model("openai:/gpt-4.1-mini") == ("openai", "gpt-4.1-mini")
     assert parse_model("gpt-4o") == ("openai", "gpt-4o")
-    with pytest.raises(ScorerDefinitionError, match="provider 'anthropic' is not supported"):
-        parse_model("anthropic:/claude-opus-4-1")
+    assert parse_model("anthropic:/claude-opus-4-1") == ("anthropic", "claude-opus-4-1")
+    with pytest.raises(ScorerDefinitionError, match="provider 'bedrock' is not supported"):
+        parse_model("bedrock:/claude-opus-4-1")
     with pytest.raises(ScorerDefinitionError):
         parse_model("openai:/")
     assert truncate("abcdef", 10) == "abcdef"

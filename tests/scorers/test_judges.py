@@ -104,7 +104,7 @@ def test_make_judge_templates() -> None:
     with pytest.raises(ScorerDefinitionError, match="feedback_value_type"):
         make_judge("t", "{{ outputs }}", feedback_value_type=dict)
     with pytest.raises(ScorerDefinitionError, match="not supported"):
-        make_judge("t", "{{ outputs }}", model="anthropic:/claude-opus-4-1-20250805")
+        make_judge("t", "{{ outputs }}", model="bedrock:/claude-opus-4-1-20250805")
 
 
 def test_guidelines_validation() -> None:

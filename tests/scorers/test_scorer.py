@@ -18,6 +18,7 @@ from scorers import (
     ScoreResult,
     SpanType,
     Trace,
+    assessments_for,
     expectations_of,
     outcome_of,
     scorer,
@@ -354,13 +355,15 @@ def test_feedback_and_list_returns(make_trace) -> None:
     )
     result = many.run(trace)
     assert [(f.name, f.value) for f in result.feedbacks] == [("part_a", True), ("part_b", "no")]
-    assert all(f.source == AssessmentSource("CODE", "many") for f in result.feedbacks)
+    # A Feedback without a source keeps MLflow's default, CODE/default (plain values get CODE/<scorer>).
+    assert all(f.source == AssessmentSource("CODE", "default") for f in result.feedbacks)
 
     unnamed = scorer(name="unnamed")(lambda outputs: [Feedback(name="a", value=1), Feedback(value=2)])
     err = unnamed.run(trace)
     assert err.state == "error"
-    assert err.feedbacks[0].error.error_code == "SCORER_BAD_RETURN"
+    assert err.feedbacks[0].error.error_code == "SCORER_ERROR"
     assert "item 1 has none" in err.feedbacks[0].error.error_message
+    assert err.feedbacks[0].error.stack_trace
 
 
 @pytest.mark.parametrize(
@@ -372,9 +375,10 @@ def test_bad_returns_are_error_feedback(make_trace, value, got) -> None:
     result = s.run(make_trace({}, "out"))
     assert result.state == "error"
     (fb,) = result.feedbacks
-    assert fb.error.error_code == "SCORER_BAD_RETURN"
-    assert "bool, int, float, str, Feedback, list[Feedback]" in fb.error.error_message
-    assert got in fb.error.error_message
+    # As MLflow: a SCORER_ERROR with its message and a stack trace.
+    assert fb.error.error_code == "SCORER_ERROR" and fb.error.stack_trace
+    assert fb.error.error_message.startswith("bad must return one of int, float, bool, str, Feedback, or list[Feedback]")
+    assert got.removeprefix("got ") in fb.error.error_message
 
 
 def test_none_and_empty_list_are_skipped_no_result(make_trace) -> None:
@@ -396,7 +400,8 @@ def test_exception_captured_never_raised(make_trace) -> None:
     fb = result.feedbacks[0]
     assert fb.error.error_code == "SCORER_ERROR" and fb.error.error_message == "boom from scorer"
     assert "RuntimeError: boom from scorer" in fb.error.stack_trace
-    assert silent.run(make_trace({}, "x")).feedbacks[0].error.error_message == "ValueError"
+    silent_error = silent.run(make_trace({}, "x")).feedbacks[0].error
+    assert silent_error.error_message == "" and "ValueError" in silent_error.stack_trace  # str(exc), as MLflow
 
 
 async def test_own_timeout_error_is_not_a_scorer_timeout(make_trace) -> None:
@@ -421,10 +426,23 @@ async def test_judge_errors_keep_their_code(make_trace) -> None:
 # --- skips ------------------------------------------------------------------------------------
 
 
+def test_missing_arguments_are_none_as_in_mlflow(fixture_traces, make_trace) -> None:
+    seen = scorer(name="seen")(lambda inputs, outputs: repr((inputs, outputs)))
+    assert seen.run(make_trace(outputs="x")).feedbacks[0].value == "(None, 'x')"
+    assert seen.run(fixture_traces["error"]).feedbacks[0].value.endswith(", None)")  # the root raised
+    exp = scorer(name="exp", skip_when_missing=())(lambda expectations: repr(expectations))
+    assert exp.run(fixture_traces["ok"]).feedbacks[0].value == "{}"
+
+
+def test_skip_when_missing_is_validated() -> None:
+    with pytest.raises(ScorerDefinitionError, match="skip_when_missing"):
+        scorer(skip_when_missing=("trace",))(lambda trace: True)
+
+
 def test_skip_reasons(fixture_traces, make_trace) -> None:
-    needs_inputs = scorer(lambda inputs: True)
-    needs_outputs = scorer(lambda outputs: True)
-    needs_exp = scorer(lambda expectations: True)
+    needs_inputs = scorer(skip_when_missing=("inputs",))(lambda inputs: True)
+    needs_outputs = scorer(skip_when_missing=["outputs"])(lambda outputs: True)
+    needs_exp = scorer(lambda expectations: True)  # the default: skipped without ground truth
     no_inputs = make_trace(outputs="x")
     assert needs_inputs.run(no_inputs).skip_reason == "missing_inputs"
     assert needs_outputs.run(fixture_traces["error"]).skip_reason == "missing_outputs"  # the root raised
@@ -524,3 +542,16 @@ async def test_timeouts_become_scorer_timeout(make_trace) -> None:
         assert r.feedbacks[0].error.error_code == "SCORER_TIMEOUT"
         assert "0.05" in r.feedbacks[0].error.error_message
     assert results[2].feedbacks[0].value == "yes"
+
+
+def test_feedback_errors_are_kept_as_mlflow_keeps_them(make_trace) -> None:
+    """Regression: `Feedback(error="text")` was stored as a scored value of None, its error lost."""
+    text = scorer(name="text")(lambda outputs: Feedback(error="judge unavailable"))
+    [stored] = assessments_for("t", "0", "text", feedbacks=text.run(make_trace({}, "x")).feedbacks)
+    assert stored.state == "error" and stored.error is not None
+    assert (stored.error.error_code, stored.error.error_message) == ("ASSESSMENT_ERROR", "judge unavailable")
+    assert stored.source == AssessmentSource("CODE", "default")
+    fb = Feedback(error=ValueError("bad input"))
+    assert fb.error.error_code == "ValueError" and "ValueError('bad input')" in fb.error.stack_trace
+    with pytest.raises(TypeError):
+        Feedback(error=42)

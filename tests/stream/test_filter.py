@@ -78,6 +78,13 @@ TRACE = make_trace(
         ("attributes.execution_time_ms <= 1.5e3", True),
         ("attributes.execution_time_ms = 1500", True),
         ("attributes.timestamp_ms > 1600000000000", True),
+        # MLflow's bare attribute keys and their aliases (the seed's `timestamp > <ms>`).
+        ("timestamp > 1600000000000", True),
+        ("timestamp_ms < 1600000000000", False),
+        ("attributes.timestamp > 1600000000000", True),
+        ("execution_time > 1000", True),
+        ("status = 'OK' AND execution_time_ms >= 1500", True),
+        ("name = 'sales_email_agent'", True),
         ("attributes.name = 'sales_email_agent'", True),
         ("attributes.name LIKE 'sales%'", True),
         ("attributes.name LIKE 'Sales%'", False),
@@ -148,7 +155,7 @@ def test_clauses_are_kept_with_columns() -> None:
     [
         ("attrs.status = 'OK'", 1, ["unknown field `attrs.status` at column 1", "use attributes.status",
                                     "tags.<key>", "did you mean attributes.status?"]),
-        ("status = 'OK'", 1, ["unknown field `status`", "did you mean attributes.status?"]),
+        ("state = 'OK'", 1, ["unknown field `state`", "did you mean attributes.status?"]),
         ("attributes.latency > 5", 1, ["did you mean attributes.execution_time_ms?"]),
         ("tag.env = 'x'", 1, ["did you mean tags.env?"]),
         ("span.kind = 'LLM'", 1, ["unknown field `span.kind`"]),

@@ -57,7 +57,7 @@ def test_log_feedback_returns_the_receipt_of_the_acked_event(client, producer) -
     [event] = producer.events()
     assert (receipt.event_id, receipt.trace_id) == (event.event_id, TID)
     assert (event.name, event.value, event.rationale, event.source_id, event.metadata) == (
-        "user_satisfaction",
+        "feedback",  # MLflow's DEFAULT_FEEDBACK_NAME
         False,
         "wrong",
         "u-1",
@@ -157,7 +157,7 @@ async def test_async_variants(producer) -> None:
             await alog_feedback(TID, value=True, api_key="nope", client=c)
     assert info.value.status == 401
     kinds = [(e.kind, e.source_id) for e in producer.events()]
-    assert kinds == [("feedback", "u-2"), ("expectation", "api")]
+    assert kinds == [("feedback", "u-2"), ("expectation", "default")]  # MLflow: HUMAN/default
     assert receipt.event_id == producer.events()[0].event_id
 
 
@@ -202,3 +202,68 @@ def test_a_bad_api_port_names_the_variable(monkeypatch) -> None:
     monkeypatch.setenv("TRACEWATCH_API_PORT", "eighty")
     with pytest.raises(ConfigError, match="TRACEWATCH_API_PORT=eighty"):
         log_feedback(TID, value=True, api_key=KEY)
+
+
+def test_mlflow_signature_and_defaults(client, producer) -> None:
+    """MLflow's parameters in MLflow's order, with its defaults (name, CODE/default source)."""
+    import inspect
+
+    params = list(inspect.signature(log_feedback).parameters.values())
+    assert [(p.name, p.default) for p in params[:8]] == [
+        ("trace_id", inspect.Parameter.empty),
+        ("name", "feedback"),
+        ("value", None),
+        ("source", None),
+        ("error", None),
+        ("rationale", None),
+        ("metadata", None),
+        ("span_id", None),
+    ]
+    exp = list(inspect.signature(log_expectation).parameters.values())
+    assert [p.name for p in exp[:6]] == ["trace_id", "name", "value", "source", "metadata", "span_id"]
+    log_feedback(trace_id=TID, value=0.5, api_key=KEY, client=client)
+    log_expectation(trace_id=TID, name="answer", value="42", api_key=KEY, client=client)
+    fb, ex = producer.events()
+    assert (fb.name, fb.source_type, fb.source_id, fb.error, fb.span_id) == ("feedback", "CODE", "default", None, None)
+    assert (ex.source_type, ex.source_id) == ("HUMAN", "default")
+
+
+def test_error_and_span_id_are_sent(client, producer) -> None:
+    try:
+        raise TimeoutError("judge took too long")
+    except TimeoutError as exc:
+        raised = exc
+    log_feedback(trace_id=TID, name="relevance", error=raised, span_id="a1b2c3d4e5f60718", api_key=KEY, client=client)
+    log_feedback(TID, "relevance", error="no answer to judge", api_key=KEY, client=client)
+    log_feedback(TID, "relevance", error=AssessmentErrorLike("RATE_LIMIT", "429"), api_key=KEY, client=client)
+    log_expectation(TID, "answer", "42", span_id="a1b2c3d4e5f60718", api_key=KEY, client=client)
+    a, b, c, d = producer.events()
+    assert a.value is None and a.span_id == "a1b2c3d4e5f60718"
+    assert a.error is not None
+    assert (a.error["error_code"], a.error["error_message"]) == ("TimeoutError", "judge took too long")
+    assert "Traceback" in a.error["stack_trace"] and "judge took too long" in a.error["stack_trace"]
+    assert b.error == {"error_code": "ASSESSMENT_ERROR", "error_message": "no answer to judge"}
+    assert c.error == {"error_code": "RATE_LIMIT", "error_message": "429"}
+    assert (d.kind, d.span_id) == ("expectation", "a1b2c3d4e5f60718")
+    with pytest.raises(TypeError, match="error"):
+        log_feedback(TID, error=42, api_key=KEY, client=client)
+
+
+@dataclass
+class AssessmentErrorLike:  # the shape of mlflow.entities.AssessmentError
+    error_code: str
+    error_message: str | None = None
+    stack_trace: str | None = None
+
+
+def test_token_feedback_keeps_the_tokens_name_and_human_source(client, producer) -> None:
+    tok = mint_feedback_token(TID, secret=SECRET, values=[True, False], user_id="u-7")
+    log_feedback(TID, value=True, token=tok, client=client)  # no name: the token's default name
+    [event] = producer.events()
+    assert (event.name, event.source_type, event.source_id) == ("user_satisfaction", "HUMAN", "u-7")
+
+
+def test_source_id_shortcut_is_a_person(client, producer) -> None:
+    log_feedback(TID, value=True, source_id="u-1", api_key=KEY, client=client)
+    log_feedback(TID, value=True, source_id="ci", source_type="CODE", api_key=KEY, client=client)
+    assert [(e.source_type, e.source_id) for e in producer.events()] == [("HUMAN", "u-1"), ("CODE", "ci")]
