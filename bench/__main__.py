@@ -2,7 +2,7 @@
 
     python -m bench [--quick] [--only NAME ...] [--traces N] [--long-traces N] [--out bench/results]
 
-Scenarios (in run order): bound, evaluate, worker, peers, judges, scale, feedback, mlflow_sink.
+Scenarios (in run order): bound, evaluate, worker, peers, judges, scale, feedback, mlflow_sink, otlp.
 `--quick` shrinks every size so the whole run takes a few minutes.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import bound, evaluate, feedback, judges, mlflow_sink, peers, scale, worker
+from bench import bound, evaluate, feedback, judges, mlflow_sink, otlp, peers, scale, worker
 from bench._context import Context, make_progress
 from bench._corpus import build_corpus
 from bench._infra import REPO, ensure_stack, release_stack
@@ -39,8 +39,9 @@ SCENARIOS: dict[str, Callable[[Context], Any]] = {
     "scale": scale.run,
     "feedback": feedback.run,
     "mlflow_sink": mlflow_sink.run,
+    "otlp": otlp.run,
 }
-NEEDS_STACK = {"worker", "peers", "judges", "scale", "feedback", "mlflow_sink"}
+NEEDS_STACK = {"worker", "peers", "judges", "scale", "feedback", "mlflow_sink", "otlp"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -277,6 +277,22 @@ def _scenario_rows(r: dict[str, Any]) -> list[list[str]]:
             f"{ms.get('max_in_flight')} in flight; SQLite store, 1 server worker")
     elif ms is not None:
         add("8 tracewatch sink mlflow", "-", "", "", "", s or "")
+    ot = r.get("otlp")
+    if (s := _status(ot)) is None and ot:
+        ing, asm, lat = ot.get("ingest") or {}, ot.get("assembler") or {}, ot.get("latency") or {}
+        add("9 OTLP ingest, 1 receiver process (protobuf, 512-span batches)", _rate(ing.get("rate")), "spans/s",
+            "", "", f"plain decode loop {_rate(ing.get('decode_loop_rate'))} spans/s: "
+            f"x{_ratio(ing.get('rate'), ing.get('decode_loop_rate'), '{:.3f}')}; {ing.get('spans', 0):,} spans, "
+            "HTTP, Kafka acks=all")
+        add("9 OTLP assembler, 1 process (spans topic -> traces)", _rate(asm.get("rate")), "traces/s", "", "",
+            f"{asm.get('traces', 0):,} traces of 4 spans, prefilled")
+        add("9 OTLP latency p50 / p99 (root span end -> assessments in Redis)",
+            f"{_ms(lat.get('p50_ms'))} / {_ms(lat.get('p99_ms'))}", "ms", "", "",
+            f"{_rate(lat.get('offered_rate'))}/s offered (half the assembler's rate) for {lat.get('seconds')} s; "
+            f"quiet period {_ms(lat.get('quiet_ms'))} ms; {lat.get('measured', 0)} of {lat.get('sampled', 0)} "
+            "sampled traces seen")
+    elif ot is not None:
+        add("9 OTLP", "-", "", "", "", s or "")
     return rows
 
 

@@ -1,13 +1,20 @@
-"""OTLP ingest: spans/s through one `tracewatch otlp` process against decoding the same spans in a loop.
+"""OTLP: receiver spans/s vs a plain decode loop, assembler traces/s, root end -> assessments in Redis.
 
-    python -m bench.otlp [--batches 20] [--batch-spans 512] [--concurrency 8]
+    python -m bench --only otlp          # the scenario (sizes follow --quick)
+    python -m bench.otlp [--batches 20]  # only the receiver-vs-decode ratio
 
-Batches look like the OpenTelemetry SDK's BatchSpanProcessor exports (up to 512 spans, traces
-of 4 spans with GenAI attributes, protobuf). The receiver runs as its own process (the CLI,
-against the Kafka of TRACEWATCH_KAFKA_BOOTSTRAP, acks=all) and is fed over HTTP by this one;
-the baseline parses the same bodies with `ExportTraceServiceRequest.FromString` and walks
-every span. The ratio is the receiver's cost over the bare protobuf work. Keep sizes tiny on
-a shared machine: the defaults run in seconds.
+1. Ingest: batches like the OpenTelemetry SDK's BatchSpanProcessor exports (512 spans, traces
+   of 4 spans with GenAI attributes, protobuf) through one `tracewatch otlp` process (its own
+   process, HTTP, Kafka acks=all), against the same bodies parsed with
+   `ExportTraceServiceRequest.FromString` and walked span by span in a loop.
+2. Assembler: the spans of N traces are put on the spans topic through the receiver first,
+   then one `tracewatch assemble` process drains them; traces/s from its first emitted trace
+   to its last (event time is old by then, so the quiet period does not hold it back).
+3. Latency: receiver + assembler + worker, traces sent over OTLP at half the assembler's
+   rate; for each sampled trace, from its root span's end to its assessments being readable
+   in Redis. Expected: the quiet period plus at most ~250 ms.
+
+Sizes stay small by default (the machine is shared); the lead runs the full sizes alone.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -27,6 +35,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 KEY = "bench-otlp-key"
+QUIET = 1.0  # the assembler's quiet period in the latency run (seconds)
 
 
 def make_batches(n: int, spans: int) -> list[bytes]:
@@ -130,3 +139,221 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- the `python -m bench` scenario ------------------------------------------------------------
+
+
+def trace_body(n: int, *, end_ns: int | None = None) -> tuple[list[str], bytes]:
+    """One OTLP export of `n` traces of 4 spans (root last, ending at `end_ns`); their ids."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="bench")))
+    ss = rs.scope_spans.add()
+    ss.scope.name = "bench.otlp"
+    end = end_ns or time.time_ns()
+    ids = []
+    for _ in range(n):
+        trace_id, root_id = os.urandom(16), os.urandom(8)
+        ids.append("tr-" + trace_id.hex())
+        for k, op in enumerate(("chat", "execute_tool", "embeddings")):
+            child = Span(trace_id=trace_id, span_id=os.urandom(8), parent_span_id=root_id, name=f"{op}-{k}",
+                         start_time_unix_nano=end - 5_000_000 + k, end_time_unix_nano=end - 1_000_000)
+            child.attributes.append(KeyValue(key="gen_ai.operation.name", value=AnyValue(string_value=op)))
+            child.attributes.append(KeyValue(key="output.value", value=AnyValue(string_value="some answer words")))
+            ss.spans.append(child)
+        root = Span(trace_id=trace_id, span_id=root_id, name="agent", start_time_unix_nano=end - 6_000_000,
+                    end_time_unix_nano=end)
+        root.attributes.append(KeyValue(key="openinference.span.kind", value=AnyValue(string_value="AGENT")))
+        root.attributes.append(KeyValue(key="input.value", value=AnyValue(string_value="a question")))
+        root.attributes.append(KeyValue(key="output.value", value=AnyValue(string_value="an answer of words")))
+        ss.spans.append(root)
+    return ids, req.SerializeToString()
+
+
+class _Procs:
+    """`tracewatch otlp` / `assemble` / `worker` subprocesses in one bench namespace."""
+
+    def __init__(self, ns: Any, log_dir: Any) -> None:
+        self.ns, self.log_dir = ns, log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"otlp-{args[0]}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "stream", *args, "--log-level", "WARNING"],
+                                env=self.ns.env(**env), stdout=log, stderr=log)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+async def _post_all(url: str, bodies: list[bytes], concurrency: int = 4) -> None:
+    headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {KEY}",
+               "x-mlflow-experiment-id": "1"}
+    queue = list(bodies)
+    async with httpx.AsyncClient(timeout=60) as client:
+
+        async def feed() -> None:
+            while queue:
+                body = queue.pop()
+                for _ in range(100):
+                    r = await client.post(url, content=body, headers=headers)
+                    if r.status_code not in (429, 503):
+                        break
+                    await asyncio.sleep(0.1)
+                r.raise_for_status()
+
+        await asyncio.gather(*(feed() for _ in range(concurrency)))
+
+
+async def _wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=5) as client:
+        while True:
+            try:
+                await client.get(url)
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+async def _count_traces(settings: Any, want: int, timeout: float) -> tuple[float, float, int]:
+    """Read the traces topic until `want` distinct traces: (first seen, last seen, count)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(settings.topics.traces, bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    seen: set[bytes] = set()
+    first = last = 0.0
+    deadline = time.monotonic() + timeout
+    try:
+        while len(seen) < want and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for msgs in batch.values():
+                for m in msgs:
+                    seen.add(m.key or b"")
+                    last = time.perf_counter()
+                    first = first or last
+    finally:
+        await consumer.stop()
+    return first, last, len(seen)
+
+
+async def _scenario(ctx: Any) -> dict[str, Any]:
+    from bench._infra import Namespace, free_port
+
+    quick = ctx.quick
+    out: dict[str, Any] = {}
+    # 1. receiver vs plain decode loop
+    n_batches = 20 if quick else 200
+    bodies = make_batches(n_batches, 512)
+    plain = decode_loop(bodies)
+    ns = Namespace("otlp")
+    await ns.create()
+    procs = _Procs(ns, ctx.log_dir)
+    try:
+        http = free_port()
+        recv_env = {"TRACEWATCH_API_KEYS": KEY, "TRACEWATCH_OTLP_HTTP_PORT": str(http),
+                    "TRACEWATCH_OTLP_GRPC_PORT": "-1", "TRACEWATCH_OTLP_METRICS_PORT": "-1"}
+        procs.start("otlp", **recv_env)
+        url = f"http://127.0.0.1:{http}/v1/traces"
+        await _wait_http(url)
+        t0 = time.perf_counter()
+        await _post_all(url, bodies, concurrency=8)
+        ingest = n_batches * 512 / (time.perf_counter() - t0)
+        out["ingest"] = {"spans": n_batches * 512, "batch_spans": 512, "rate": ingest, "decode_loop_rate": plain,
+                         "ratio": ingest / plain}
+        ctx.say(f"otlp ingest: {ingest:,.0f} spans/s vs plain decode {plain:,.0f} spans/s")
+
+        # 2. assembler drain (spans prefilled through the receiver, roots last in each body)
+        n_traces = 2_000 if quick else 20_000
+        asm_bodies = [trace_body(128, end_ns=time.time_ns() - 30 * 10**9)[1] for _ in range(n_traces // 128)]
+        n_traces = len(asm_bodies) * 128
+        # the ingest spans sit on the same topic: count only the new traces
+        await _post_all(url, asm_bodies, concurrency=4)
+        asm_env = {"TRACEWATCH_ASSEMBLER_QUIET_INTERVAL": str(QUIET), "TRACEWATCH_ASSEMBLER_METRICS_PORT": "-1",
+                   "TRACEWATCH_ASSEMBLER_GROUP": f"{ns.settings.consumer_group}-asm"}
+        procs.start("assemble", **asm_env)
+        first, last, got = await _count_traces(ns.settings, n_traces + n_batches * 128, timeout=300)
+        rate = (got - 1) / (last - first) if last > first else 0.0
+        out["assembler"] = {"traces": got, "rate": rate}
+        ctx.say(f"assembler: {rate:,.0f} traces/s ({got:,} traces)")
+
+        # 3. latency at half the assembler's rate, through receiver + assembler + worker
+        from bench._infra import WorkerProc
+
+        worker = WorkerProc(ns, log_path=ctx.log_dir / "otlp-worker.log")
+        sink = ns.sink()
+        offered = max(20.0, rate / 2)
+        seconds = ctx.e2e_seconds
+        tick = 0.05
+        per_tick = max(1, round(offered * tick))
+        sample: dict[str, int] = {}
+        pending: dict[str, int] = {}
+        lat: list[float] = []
+        sending = True
+
+        async def poll() -> None:  # readable in Redis: polled every 20 ms while sending and after
+            deadline = None
+            while pending or sending:
+                for tid in list(pending):
+                    doc = await sink.get_trace(tid)
+                    if doc and doc.get("assessments"):
+                        lat.append((time.time_ns() - pending.pop(tid)) / 1e6)
+                if not sending:
+                    deadline = deadline or time.monotonic() + 60
+                    if time.monotonic() > deadline:
+                        return
+                await asyncio.sleep(0.02)
+
+        try:
+            await asyncio.sleep(3)  # the worker starts
+            poller = asyncio.create_task(poll())
+            headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {KEY}",
+                       "x-mlflow-experiment-id": "1"}
+            async with httpx.AsyncClient(timeout=30) as client:
+                start = time.perf_counter()
+                k = 0
+                while time.perf_counter() - start < seconds:
+                    end_ns = time.time_ns()
+                    ids, body = trace_body(per_tick, end_ns=end_ns)
+                    r = await client.post(url, content=body, headers=headers)
+                    r.raise_for_status()
+                    if k % 4 == 0:
+                        sample[ids[0]] = pending[ids[0]] = end_ns
+                    k += 1
+                    await asyncio.sleep(max(0.0, start + k * tick - time.perf_counter()))
+            sent = k * per_tick
+            sending = False
+            await poller
+        finally:
+            await sink.aclose()
+            worker.stop()
+        lat.sort()
+
+        def q(p: float) -> float | None:
+            return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None
+
+        out["latency"] = {"offered_rate": sent / seconds, "seconds": seconds, "sampled": len(sample),
+                          "measured": len(lat), "p50_ms": q(0.5), "p99_ms": q(0.99), "quiet_ms": QUIET * 1000}
+        ctx.say(f"otlp latency root end -> Redis: p50 {q(0.5)} ms, p99 {q(0.99)} ms (quiet {QUIET * 1000:.0f} ms)")
+    finally:
+        procs.stop()
+        await ns.cleanup()
+    return out
+
+
+def run(ctx: Any) -> dict[str, Any]:
+    return asyncio.run(_scenario(ctx))

@@ -7,14 +7,19 @@ rule (`experiment_scorer:tracewatch_pass_rate:ratio_rate10m`) and must be record
 rules/recording.yml; any other name must appear in a scrape, as itself or as one of its
 samples (`_total`, `_bucket`, `_sum`, `_count`).
 
-The scrape comes from a real worker and a real API, each started as its CLI command
-(`python -m stream worker`, `python -m stream api`) on the test stack's Kafka and Redis, after a
-scenario touching every path: good traces and one failing trace (`no_error` pass and fail), an
+The scrape comes from a real worker, API, OTLP receiver and assembler, each started as its CLI
+command (`python -m stream worker`, `api`, `otlp`, `assemble`) on the test stack's Kafka and
+Redis, after a scenario touching every path: good traces and one failing trace (`no_error` pass and fail), an
 undecodable message (DLQ), a judge (`Safety`) against our judge test server
 (stream/cli/judge_server.py) with prices set (tokens and cost), a code scorer that raises
 (`error`), scorers that skip (`exact_match` without expectations, `RetrievalGroundedness` on
 traces without a retriever span), user votes (feedback and judge-user agreement) and an
-expectation through the API (a re-run). The test fails on any named metric without a sample.
+expectation through the API (a re-run); on the OTLP side, an OTLP/HTTP export of complete traces
+(root + child), an export with one bad span id (partial success, `bad_id`), an unauthenticated
+export (refused, `unauthorized`), a trace whose parent never arrives (emitted incomplete after
+the assembler's short max age, `max_age`) and a late span of an emitted trace (`late_span` dead
+letter); the worker scores the assembled traces too. The test fails on any named metric
+without a sample.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import asyncio
 import contextlib
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -46,6 +52,8 @@ SUFFIXES = ("", "_total", "_bucket", "_sum", "_count")
 MLFLOW_SINK_PREFIX = "tracewatch_mlflow_"
 JUDGE_MODEL = "gpt-4.1-mini"
 API_KEY = "metrics-coverage-key"
+ASSEMBLER_QUIET = 0.3  # seconds: complete traces are emitted quickly
+ASSEMBLER_MAX_AGE = 2.0  # seconds: the orphan trace is emitted incomplete soon
 
 
 def named_sources() -> list[Path]:
@@ -167,6 +175,14 @@ def stack_env(settings: Settings, judge_server, tmp_path: Path) -> Iterator[dict
         TRACEWATCH_API_KEYS=API_KEY,
         TRACEWATCH_METRICS_PORT=str(free_port()),
         TRACEWATCH_API_PORT=str(free_port()),
+        TRACEWATCH_OTLP_HOST="127.0.0.1",
+        TRACEWATCH_OTLP_HTTP_PORT=str(free_port()),
+        TRACEWATCH_OTLP_GRPC_PORT="-1",
+        TRACEWATCH_OTLP_METRICS_PORT=str(free_port()),
+        TRACEWATCH_ASSEMBLER_GROUP=f"{settings.consumer_group}-asm",
+        TRACEWATCH_ASSEMBLER_QUIET_INTERVAL=str(ASSEMBLER_QUIET),
+        TRACEWATCH_ASSEMBLER_MAX_AGE_TIMEOUT=str(ASSEMBLER_MAX_AGE),
+        TRACEWATCH_ASSEMBLER_METRICS_PORT=str(free_port()),
     )
     yield env
 
@@ -182,19 +198,34 @@ def test_every_named_metric_is_produced(stack_env: dict[str, str], settings: Set
     asyncio.run(create_topics(settings))
     worker_url = f"http://127.0.0.1:{stack_env['TRACEWATCH_METRICS_PORT']}/metrics"
     api = f"http://127.0.0.1:{stack_env['TRACEWATCH_API_PORT']}"
+    otlp_url = f"http://127.0.0.1:{stack_env['TRACEWATCH_OTLP_METRICS_PORT']}/metrics"
+    asm_url = f"http://127.0.0.1:{stack_env['TRACEWATCH_ASSEMBLER_METRICS_PORT']}/metrics"
     worker_log, api_log = tmp_path / "worker.log", tmp_path / "api.log"
+    otlp_log, asm_log = tmp_path / "otlp.log", tmp_path / "assembler.log"
     worker = _start(["worker", *[a for s in SCORERS for a in ("--scorer", s)]], stack_env, worker_log)
     api_proc = _start(["api"], stack_env, api_log)
+    otlp_proc = _start(["otlp"], stack_env, otlp_log)
+    asm_proc = _start(["assemble"], stack_env, asm_log)
     try:
         _wait_http(worker_url, worker, worker_log)
         _wait_http(f"{api}/readyz", api_proc, api_log)
+        _wait_http(otlp_url, otlp_proc, otlp_log)
+        _wait_tcp(int(stack_env["TRACEWATCH_OTLP_HTTP_PORT"]), otlp_proc, otlp_log)
+        _wait_http(asm_url, asm_proc, asm_log)
         items = list(synth_traces(fixture_bytes, N_GOOD, seed=20, prefix="mc"))
         asyncio.run(_publish(settings, [d for _, d in items]))
 
-        # Every pair of every good trace ends in a state, and the bad message is dead-lettered.
-        want_pairs = N_GOOD * len(SCORERS)
+        # The OTLP side: exports (ok, partial, refused), assembled complete and incomplete, a late span.
+        otlp_values, asm_values = _otlp_scenario(
+            f"http://127.0.0.1:{stack_env['TRACEWATCH_OTLP_HTTP_PORT']}/v1/traces", otlp_url, asm_url, asm_log)
+        otlp_names, asm_names = {n for n, _ in otlp_values}, {n for n, _ in asm_values}
+        assembled = total(asm_values, "tracewatch_assembler_traces_emitted_total")
+
+        # Every pair of every good and assembled trace ends in a state, and the bad message is dead-lettered.
+        want_pairs = int(N_GOOD + assembled) * len(SCORERS)
         values = _until(worker_url, lambda v: total(v, "tracewatch_sampled_total") >= want_pairs
                         and total(v, "tracewatch_dlq_total") >= 1, worker_log)
+        want_pairs = int(total(values, "tracewatch_sampled_total"))
 
         # Votes on judged traces (agreement) and an expectation (re-runs exact_match).
         with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10) as http:
@@ -210,9 +241,11 @@ def test_every_named_metric_is_produced(stack_env: dict[str, str], settings: Set
 
         worker_names, values = scrape(worker_url)
         api_names, _ = scrape(f"{api}/metrics")
+        otlp_names |= scrape(otlp_url)[0]
+        asm_names |= scrape(asm_url)[0]
     finally:
-        _stop(worker)
-        _stop(api_proc)
+        for proc in (otlp_proc, asm_proc, worker, api_proc):
+            _stop(proc)
 
     # The scenario reached every path it is meant to.
     assert total(values, "tracewatch_sampled_total", state="scored") > 0
@@ -222,15 +255,85 @@ def test_every_named_metric_is_produced(stack_env: dict[str, str], settings: Set
     assert total(values, "tracewatch_dlq_total", reason="not_json") == 1
     assert total(values, "tracewatch_traces_invalid_total", reason="not_json") == 1
     assert total(values, "tracewatch_judge_requests_total") > 0
+    assert total(otlp_values, "tracewatch_otlp_exports_total", transport="http", status="ok") >= 1
+    assert total(otlp_values, "tracewatch_otlp_exports_total", transport="http", status="partial") >= 1
+    assert total(otlp_values, "tracewatch_otlp_spans_refused_total", reason="bad_id") >= 1
+    assert total(otlp_values, "tracewatch_otlp_export_refusals_total", reason="unauthorized") >= 1
+    assert total(asm_values, "tracewatch_assembler_traces_emitted_total", state="complete") >= 3
+    assert total(asm_values, "tracewatch_assembler_incomplete_total", reason="max_age") >= 1
+    assert total(asm_values, "tracewatch_assembler_dead_letters_total", reason="late_span") >= 1
 
     # The MLflow sink's names (`tracewatch_mlflow_*`) come from `tracewatch sink mlflow`, which
     # needs a real MLflow server: tests/integration/test_mlflow_sink.py scrapes a running sink.
     named = {n: f for n, f in named_metrics().items() if not n.startswith(MLFLOW_SINK_PREFIX)}
-    missing = missing_from(named, worker_names | api_names)
+    missing = missing_from(named, worker_names | api_names | asm_names)
     assert not missing, (
-        "metrics named in the docs, dashboards or rules that neither the worker nor the API produced "
-        f"after the scenario: {missing}\nworker log tail:\n{worker_log.read_text()[-2000:]}"
+        "metrics named in the docs, dashboards or rules that none of the worker, API, OTLP receiver "
+        f"and assembler produced after the scenario: {missing}\n"
+        f"worker log tail:\n{worker_log.read_text()[-2000:]}"
     )
+
+
+def _wait_tcp(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args} exited {proc.returncode}:\n{log.read_text()[-4000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"port {port} not listening within {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+Values = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _otlp_scenario(url: str, otlp_url: str, asm_url: str, asm_log: Path) -> tuple[Values, Values]:
+    """Drive every labelled path of the receiver's and the assembler's named metrics."""
+    from tests.otlp.helpers import request, span
+
+    now = time.time_ns()
+
+    def timed(s):  # type: ignore[no-untyped-def]
+        s.start_time_unix_nano, s.end_time_unix_nano = now - 2_000_000, now - 1_000_000
+        return s
+
+    def pair(name: str) -> tuple[bytes, list]:  # type: ignore[type-arg]
+        tid, root_id = os.urandom(16), os.urandom(8)
+        return tid, [timed(span(tid, root_id, name=f"{name}-root")), timed(span(tid, parent=root_id, name=f"{name}-child"))]
+
+    auth = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/x-protobuf"}
+    (t1, spans1), (_, spans2), (_, spans3) = pair("mc-otlp-1"), pair("mc-otlp-2"), pair("mc-otlp-3")
+    orphan = os.urandom(16)
+    with httpx.Client(timeout=15) as http:
+        # Two complete traces: ok.
+        r = http.post(url, content=request(spans1 + spans2).SerializeToString(), headers=auth)
+        assert r.status_code == 200, r.text
+        # A complete trace and one span with a zero span id: partial success (`bad_id`).
+        bad = timed(span(os.urandom(16), b"\0" * 8, name="mc-otlp-bad"))
+        r = http.post(url, content=request([*spans3, bad]).SerializeToString(), headers=auth)
+        assert r.status_code == 200, r.text
+        # No key: refused whole (`unauthorized`).
+        r = http.post(url, content=request(spans1).SerializeToString(),
+                      headers={"Content-Type": "application/x-protobuf"})
+        assert r.status_code == 401, r.text
+        # A child whose parent never arrives: emitted incomplete after the max age.
+        r = http.post(url, content=request([timed(span(orphan, parent=os.urandom(8), name="mc-otlp-orphan"))])
+                      .SerializeToString(), headers=auth)
+        assert r.status_code == 200, r.text
+
+        _until(asm_url, lambda v: total(v, "tracewatch_assembler_traces_emitted_total", state="complete") >= 3, asm_log,
+               timeout=30)
+        # A span of an already-emitted trace: a `late_span` dead letter.
+        r = http.post(url, content=request([timed(span(t1, parent=spans1[0].span_id, name="mc-otlp-late"))])
+                      .SerializeToString(), headers=auth)
+        assert r.status_code == 200, r.text
+
+    asm_values = _until(asm_url, lambda v: total(v, "tracewatch_assembler_incomplete_total", reason="max_age") >= 1
+                        and total(v, "tracewatch_assembler_dead_letters_total", reason="late_span") >= 1, asm_log,
+                        timeout=30)
+    _, otlp_values = scrape(otlp_url)
+    return otlp_values, asm_values
 
 
 async def _publish(settings: Settings, good: list[bytes]) -> None:

@@ -205,7 +205,7 @@ async def _all_scored(redis: RedisSink, ids: list[str]) -> bool:
 
 # The size is TW_MLFLOW_SINK_N=5000 (run by hand: a few minutes at MLflow's ~50-100
 # writes/s on a SQLite store); CI's default keeps the test near 2 minutes with the full 30 s outage.
-N = int(os.environ.get("TW_MLFLOW_SINK_N", "600"))
+N = int(os.environ.get("TW_MLFLOW_SINK_N", "400"))
 DOWN_S = float(os.environ.get("TW_MLFLOW_DOWN_S", "30"))
 
 
@@ -288,15 +288,16 @@ async def test_kill_9_twice_and_mlflow_down_exactly_once(
         total1 = sum(len(r) for r in (await stored_results(redis, [t for t, _ in first])).values())
         proc = start_sink_process(settings, mlflow_server, port)
         try:
-            for frac in (0.2, 0.45):  # kill -9 twice mid-run
-                await until_written(port, total1 * frac)
+            for _ in range(2):  # kill -9 twice mid-run (each process counts its own writes)
+                await until_written(port, total1 * 0.15)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
                 proc = start_sink_process(settings, mlflow_server, port)
-            await until_written(port, total1 * 0.2)  # written counts restart from 0 in the new process
+            await until_written(port, 1)  # the third process has joined and writes
 
             # MLflow away mid-run while new traces arrive: the worker scores them at once, the
             # sink waits and retries, and its lag grows.
+            lag_before = metric_sum(port, "tracewatch_mlflow_sink_lag")
             mlflow_server.stop()
             down_at = time.monotonic()
             await publish(settings, second)
@@ -330,7 +331,7 @@ async def test_kill_9_twice_and_mlflow_down_exactly_once(
     # The sink's lag grew while MLflow was down (its results piled up), then drained.
     results2 = sum(len(r) for r in (await stored_results(redis, [t for t, _ in second])).values())
     assert max(sink_lag) >= results2 * 0.9, (sink_lag, results2)
-    assert sink_lag[-1] > sink_lag[0], sink_lag
+    assert max(sink_lag) > lag_before, (lag_before, sink_lag)
     assert final_sink_lag == 0, (final_sink_lag, drained)
     stored = await stored_results(redis, ids)
     total = sum(len(r) for r in stored.values())

@@ -32,8 +32,14 @@ if mode == "log":
         agent(f"question {i}")
         ids.append(mlflow.get_last_active_trace_id())
     mlflow.flush_trace_async_logging()
+    import time
     for t in ids:
-        print(mlflow.get_trace(t).to_json())
+        for _ in range(150):  # the export is asynchronous: "not fully exported yet" for a moment
+            tr = mlflow.get_trace(t)
+            if tr is not None:
+                break
+            time.sleep(0.2)
+        print(tr.to_json())
 elif mode == "experiment":
     print(mlflow.set_experiment(sys.argv[3]).experiment_id)
 elif mode == "read":
