@@ -266,7 +266,7 @@ def test_every_named_metric_is_produced(stack_env: dict[str, str], settings: Set
     # The MLflow sink's names (`tracewatch_mlflow_*`) come from `tracewatch sink mlflow`, which
     # needs a real MLflow server: tests/integration/test_mlflow_sink.py scrapes a running sink.
     named = {n: f for n, f in named_metrics().items() if not n.startswith(MLFLOW_SINK_PREFIX)}
-    missing = missing_from(named, worker_names | api_names | asm_names)
+    missing = missing_from(named, worker_names | api_names | otlp_names | asm_names)
     assert not missing, (
         "metrics named in the docs, dashboards or rules that none of the worker, API, OTLP receiver "
         f"and assembler produced after the scenario: {missing}\n"
@@ -278,7 +278,7 @@ def _wait_tcp(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited {proc.returncode}:\n{log.read_text()[-4000:]}")
+            raise AssertionError(f"{proc.args!r} exited {proc.returncode}:\n{log.read_text()[-4000:]}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1.0):
             return
         time.sleep(0.2)
@@ -290,15 +290,17 @@ Values = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 def _otlp_scenario(url: str, otlp_url: str, asm_url: str, asm_log: Path) -> tuple[Values, Values]:
     """Drive every labelled path of the receiver's and the assembler's named metrics."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
     from tests.otlp.helpers import request, span
 
     now = time.time_ns()
 
-    def timed(s):  # type: ignore[no-untyped-def]
+    def timed(s: Span) -> Span:
         s.start_time_unix_nano, s.end_time_unix_nano = now - 2_000_000, now - 1_000_000
         return s
 
-    def pair(name: str) -> tuple[bytes, list]:  # type: ignore[type-arg]
+    def pair(name: str) -> tuple[bytes, list[Span]]:
         tid, root_id = os.urandom(16), os.urandom(8)
         return tid, [timed(span(tid, root_id, name=f"{name}-root")), timed(span(tid, parent=root_id, name=f"{name}-child"))]
 
