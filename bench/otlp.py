@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -304,6 +305,11 @@ async def _scenario(ctx: Any) -> dict[str, Any]:
         pending: dict[str, int] = {}
         lat: list[float] = []
         sending = True
+        # per-stage split of the sampled traces: receiver ack, assembler emission (the traces
+        # topic message's timestamp, stamped when the assembler produced it), Redis readable
+        acked: dict[str, int] = {}
+        emitted: dict[str, int] = {}
+        found: dict[str, int] = {}
 
         async def poll() -> None:  # readable in Redis: polled every 20 ms while sending and after
             deadline = None
@@ -311,14 +317,33 @@ async def _scenario(ctx: Any) -> dict[str, Any]:
                 for tid in list(pending):
                     doc = await sink.get_trace(tid)
                     if doc and doc.get("assessments"):
-                        lat.append((time.time_ns() - pending.pop(tid)) / 1e6)
+                        found[tid] = now = time.time_ns()
+                        lat.append((now - pending.pop(tid)) / 1e6)
                 if not sending:
                     deadline = deadline or time.monotonic() + 60
                     if time.monotonic() > deadline:
                         return
                 await asyncio.sleep(0.02)
 
+        async def watch_traces() -> None:  # the traces topic's timestamps of the sampled traces
+            from aiokafka import AIOKafkaConsumer
+
+            consumer = AIOKafkaConsumer(ns.settings.topics.traces, bootstrap_servers=ns.settings.kafka_bootstrap,
+                                        auto_offset_reset="latest", enable_auto_commit=False)
+            await consumer.start()
+            try:
+                while sending or len(emitted) < len(sample):
+                    batch = await consumer.getmany(timeout_ms=100, max_records=5000)
+                    for msgs in batch.values():
+                        for m in msgs:
+                            tid = (m.key or b"").decode()
+                            if tid in sample:
+                                emitted[tid] = m.timestamp * 1_000_000
+            finally:
+                await consumer.stop()
+
         try:
+            watcher = asyncio.create_task(watch_traces())
             await asyncio.sleep(3)  # the worker starts
             poller = asyncio.create_task(poll())
             headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {KEY}",
@@ -333,11 +358,14 @@ async def _scenario(ctx: Any) -> dict[str, Any]:
                     r.raise_for_status()
                     if k % 4 == 0:
                         sample[ids[0]] = pending[ids[0]] = end_ns
+                        acked[ids[0]] = time.time_ns()
                     k += 1
                     await asyncio.sleep(max(0.0, start + k * tick - time.perf_counter()))
             sent = k * per_tick
             sending = False
             await poller
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watcher, 10)
         finally:
             await sink.aclose()
             worker.stop()
@@ -346,12 +374,39 @@ async def _scenario(ctx: Any) -> dict[str, Any]:
         def q(p: float) -> float | None:
             return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None
 
+        stages = _stages(sample, acked, emitted, found)
         out["latency"] = {"offered_rate": sent / seconds, "seconds": seconds, "sampled": len(sample),
-                          "measured": len(lat), "p50_ms": q(0.5), "p99_ms": q(0.99), "quiet_ms": QUIET * 1000}
+                          "measured": len(lat), "p50_ms": q(0.5), "p99_ms": q(0.99), "quiet_ms": QUIET * 1000,
+                          "stages": stages}
+        for name, st in stages.items():
+            ctx.say(f"  {name}: p50 {st['p50_ms']} ms, p99 {st['p99_ms']} ms, max {st['max_ms']} ms (n={st['n']})")
         ctx.say(f"otlp latency root end -> Redis: p50 {q(0.5)} ms, p99 {q(0.99)} ms (quiet {QUIET * 1000:.0f} ms)")
     finally:
         procs.stop()
         await ns.cleanup()
+    return out
+
+
+def _pick(xs: list[float], p: float) -> float | None:
+    return round(xs[min(len(xs) - 1, int(p * len(xs)))], 1) if xs else None
+
+
+def _stages(
+    sample: dict[str, int], acked: dict[str, int], emitted: dict[str, int], found: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """p50/p99/max of each stage of the sampled traces (ms): root end -> receiver ack ->
+    assembler emission (traces topic timestamp) -> assessments readable in Redis."""
+    spans = {
+        "receiver (root end -> spans acked)": [(acked[t] - e) / 1e6 for t, e in sample.items() if t in acked],
+        "assembler (spans acked -> trace produced)": [(emitted[t] - acked[t]) / 1e6 for t in sample
+                                                      if t in emitted and t in acked],
+        "worker (trace produced -> readable in Redis)": [(found[t] - emitted[t]) / 1e6 for t in sample
+                                                         if t in found and t in emitted],
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name, xs in spans.items():
+        xs.sort()
+        out[name] = {"n": len(xs), "p50_ms": _pick(xs, 0.5), "p99_ms": _pick(xs, 0.99), "max_ms": _pick(xs, 1.0)}
     return out
 
 

@@ -323,10 +323,7 @@ def start_command(
     """Start (or resume) a scorer; options left out keep their stored values."""
 
     async def op(registry: Registry) -> ScorerRecord:
-        sampling = None
-        if rate is not None or filter_ is not None:
-            current = await registry.get_record(name, experiment_id=experiment)
-            sampling = _sampling(rate, filter_, current.sampling)
+        sampling = await _merged_sampling(registry, name, experiment, rate, filter_)
         return await registry.start(
             name,
             experiment_id=experiment,
@@ -335,6 +332,16 @@ def start_command(
         )
 
     _show(_call(redis_url, op), as_json, "started")
+
+
+async def _merged_sampling(
+    registry: Registry, name: str, experiment: str, rate: float | None, filter_: str | None
+) -> SamplingConfig | None:
+    """The stored sampling with the given flags applied; None (keep it) when neither is given."""
+    if rate is None and filter_ is None:
+        return None
+    current = await registry.get_record(name, experiment_id=experiment)
+    return _sampling(rate, filter_, current.sampling)
 
 
 @scorers_app.command("update")
@@ -356,10 +363,7 @@ def update_command(
                     "or --no-budget", 2)
 
     async def op(registry: Registry) -> ScorerRecord:
-        sampling = None
-        if rate is not None or filter_ is not None:
-            current = await registry.get_record(name, experiment_id=experiment)
-            sampling = _sampling(rate, filter_, current.sampling)
+        sampling = await _merged_sampling(registry, name, experiment, rate, filter_)
         return await registry.update(
             name,
             experiment_id=experiment,

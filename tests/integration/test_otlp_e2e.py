@@ -503,8 +503,7 @@ async def post_over_otlp(
 async def test_sigkill_assembler_twice_with_traces_over_otlp(settings: Settings) -> None:
     """`TW_OTLP_FAULT_TRACES` sets the size (default 2,000: about a minute on 2 cores; the issue's
     run is `TW_OTLP_FAULT_TRACES=20000`)."""
-    from tests.integration.test_assembler import check_emitted, span_messages, spawn_assembler
-    from tests.integration.test_worker_faults import spawn_worker
+    from tests.integration.test_assembler import kill_assembler_twice_during, span_messages
 
     n = int(os.environ.get("TW_OTLP_FAULT_TRACES", "2000"))
     s = settings.model_copy(update={"api_keys": [KEY], "otlp_http_port": 0, "otlp_grpc_port": -1,
@@ -513,40 +512,12 @@ async def test_sigkill_assembler_twice_with_traces_over_otlp(settings: Settings)
     ids, per_trace = span_messages(n, seed=5)
     rh = ReceiverHandle()
     receiver = asyncio.create_task(run_receiver(s, handle=rh, install_signals=False))
-    sink = RedisSink.from_url(s.redis_url, prefix=s.redis_prefix)
-    worker = spawn_worker(s)
-    proc = spawn_assembler(s)
-    kills = 0
     try:
         await asyncio.wait_for(rh.ready.wait(), 30)
         url = f"http://127.0.0.1:{rh.http_port}/v1/traces"
-        async with TopicReader(s, s.topics.traces) as out, TopicReader(s, s.topics.dlq) as dlq:
-            sender = asyncio.create_task(post_over_otlp(url, per_trace, window=max(50, n // 40)))
-            for fraction in (0.2, 0.55):
-                await wait_until(lambda f=fraction: len(out.values) >= f * n, 180, f"{fraction:.0%} of the traces")
-                assert proc.poll() is None, "assembler died by itself"
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(10)
-                kills += 1
-                proc = spawn_assembler(s)
-            await sender
-            want = expected_pairs(ids)
-            cov = await wait_for_coverage(sink, {k: len(v) for k, v in want.items()}, timeout=300)
-            await wait_until(lambda: len(out.values) >= n, 120, "every trace")
-            await asyncio.sleep(QUIET + 1)
-            traces = dict(out.values)
-            dead = list(dlq.headers)
-        assert kills == 2
-        replayed = sum(len(v) - 1 for v in traces.values())
-        print(f"{n} traces over OTLP, {replayed} identical re-emissions after 2 kills")  # -s shows it
-        check_emitted(traces, ids)  # none lost, none incomplete, replays byte-identical
-        assert not [h for h in dead if h.get("tw-reason") == b"late_span"], "a crash made spans late"
-        await assert_exact(sink, ids, cov)
+        await kill_assembler_twice_during(
+            s, ids, lambda: post_over_otlp(url, per_trace, window=max(50, n // 40)), "over OTLP"
+        )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
         rh.stop()
         await asyncio.wait_for(receiver, 30)
-        await sink.aclose()
