@@ -288,7 +288,9 @@ def _scenario_rows(r: dict[str, Any]) -> list[list[str]]:
             f"{asm.get('traces', 0):,} traces of 4 spans, prefilled")
         add("9 OTLP latency p50 / p99 (root span end -> assessments in Redis)",
             f"{_ms(lat.get('p50_ms'))} / {_ms(lat.get('p99_ms'))}", "ms", "", "",
-            f"{_rate(lat.get('offered_rate'))}/s offered (half the assembler's rate) for {lat.get('seconds')} s; "
+            f"{_rate(lat.get('offered_rate'))}/s offered (half the pipeline's "
+            f"{_rate((ot.get('pipeline') or {}).get('rate'))}/s: receiver + assembler + worker) "
+            f"for {lat.get('seconds')} s; "
             f"quiet period {_ms(lat.get('quiet_ms'))} ms; {lat.get('measured', 0)} of {lat.get('sampled', 0)} "
             "sampled traces seen")
     elif ot is not None:

@@ -1,10 +1,11 @@
 """docker-compose.yml, the Dockerfile and the compose scrape config, checked without a Docker engine.
 
-- `docker-compose config -q` accepts the file, with and without the `traffic` profile (skipped
+- `docker-compose config -q` accepts the file, with and without each profile (skipped
   when neither `docker-compose` nor `docker compose` is installed; CI installs docker-compose).
 - Every service the stack needs is there and configured as the README's guarantees ask
   (KRaft Kafka, Redis with AOF and noeviction, two workers, the API on 0.0.0.0, Prometheus with
-  exemplar storage, Alertmanager, Grafana, the simulated judge, the opt-in traffic profile), and
+  exemplar storage, Alertmanager, Grafana, the simulated judge, the opt-in traffic and mlflow
+  profiles, the MLflow sink scrapeable on the port Prometheus expects), and
   every `depends_on` condition can be met.
 - Every file mounted into Prometheus, Grafana and Alertmanager exists in the repo, and what those
   servers read inside the container (the rule files of the scrape config, the dashboards folder
@@ -45,8 +46,9 @@ PROMTOOL = shutil.which("promtool")
 TRACEWATCH_IMAGE = "tracewatch:local"
 SERVICES = {
     "kafka", "topics", "redis", "worker", "api", "prometheus", "alertmanager", "grafana", "fake-judge", "traffic",
-    "otlp",
+    "otlp", "mlflow-sink",
 }  # fmt: skip
+PROFILES = {"traffic": {"traffic"}, "mlflow": {"mlflow-sink"}}  # opt-in: started only with --profile
 MONITORING = ("prometheus", "grafana", "alertmanager")
 
 
@@ -167,7 +169,7 @@ def host_path(service: dict[str, Any], container_path: str) -> Path | None:
 # ------------------------------------------------------------------------- docker-compose
 
 
-@pytest.mark.parametrize("profile", [None, "traffic"])
+@pytest.mark.parametrize("profile", [None, *PROFILES])
 def test_docker_compose_config_accepts_the_file(profile: str | None) -> None:
     cmd = compose_command()
     if cmd is None:
@@ -182,9 +184,8 @@ def test_docker_compose_config_accepts_the_file(profile: str | None) -> None:
     listed = subprocess.run([*args, "config", "--services"], cwd=REPO, env=clean, capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     # v2 lists a profile's services only with --profile; v1 (1.29) always lists them
-    assert SERVICES - {"traffic"} <= set(listed.stdout.split()) <= SERVICES
-    if profile:
-        assert set(listed.stdout.split()) == SERVICES
+    always = SERVICES - set().union(*PROFILES.values())
+    assert always | (PROFILES[profile] if profile else set()) <= set(listed.stdout.split()) <= SERVICES
 
 
 def test_every_service_is_there(services: dict[str, dict[str, Any]]) -> None:
@@ -213,12 +214,12 @@ def test_redis_is_persistent_and_never_evicts(services: dict[str, dict[str, Any]
 
 def test_tracewatch_services_share_the_image_and_settings(services: dict[str, dict[str, Any]]) -> None:
     ours = {n: s for n, s in services.items() if s.get("image") == TRACEWATCH_IMAGE}
-    assert set(ours) == {"topics", "worker", "api", "fake-judge", "traffic", "otlp"}
+    assert set(ours) == {"topics", "worker", "api", "fake-judge", "traffic", "otlp", "mlflow-sink"}
     for name, s in ours.items():
         assert s["build"]["context"] == "." and s["build"].get("dockerfile", "Dockerfile") == "Dockerfile", name
         e = env(s) if name != "fake-judge" else {"TRACEWATCH_KAFKA_BOOTSTRAP": "kafka:9092"}
         assert e.get("TRACEWATCH_KAFKA_BOOTSTRAP") == "kafka:9092", name
-    for name in ("worker", "api"):
+    for name in ("worker", "api", "mlflow-sink"):
         assert env(services[name])["TRACEWATCH_REDIS_URL"].startswith("redis://redis:6379"), name
 
 
@@ -238,7 +239,18 @@ def test_roles(services: dict[str, dict[str, Any]]) -> None:
     assert judge["labels"]["org.tracewatch.simulated"] == "true"
     assert "SIMULATED" in judge["labels"]["org.tracewatch.description"]
     assert env(worker)["TRACEWATCH_JUDGE_BASE_URL"] == "http://fake-judge:8900/v1"
-    assert services["traffic"]["profiles"] == ["traffic"]
+    for profile, names in PROFILES.items():
+        for name in names:
+            assert services[name]["profiles"] == [profile], name
+    assert {n for n, s in services.items() if s.get("profiles")} == set().union(*PROFILES.values())
+    sink = services["mlflow-sink"]
+    assert command(sink) == ["sink", "mlflow"]
+    uri = env(sink)["MLFLOW_TRACKING_URI"]
+    assert re.fullmatch(r"https?://[^/]+.*", uri) and not re.search(r"//(127\.|localhost|\[::1\])", uri), (
+        "a loopback default would be the container itself"
+    )
+    if "host.docker.internal" in uri:
+        assert "host.docker.internal:host-gateway" in sink.get("extra_hosts", []), "Linux engines need the mapping"
     prom = command(services["prometheus"])
     assert "--enable-feature=exemplar-storage" in prom
 
@@ -257,7 +269,7 @@ def test_depends_on_conditions_can_be_met(services: dict[str, dict[str, Any]]) -
                 assert dep in one_shot, f"{name} waits for {dep} to exit, but {dep} restarts forever"
             else:
                 assert condition == "service_started", (name, dep, condition)
-    for name in ("worker", "api", "traffic"):
+    for name in ("worker", "api", "traffic", "mlflow-sink"):
         assert services[name]["depends_on"]["topics"]["condition"] == "service_completed_successfully", name
     long_running = set(services) - {"topics", "traffic"}
     missing = [n for n in long_running if "healthcheck" not in services[n]]
@@ -365,6 +377,13 @@ def test_scrape_config_targets_the_compose_services(
     assert sd["names"] == ["worker"] and sd["type"] == "A"
     assert str(sd["port"]) == env(services["worker"])["TRACEWATCH_METRICS_PORT"]
     assert "static_configs" not in jobs["tracewatch-worker"]
+    # the MLflow sink likewise, on its metrics port, listening beyond its own loopback
+    [sd] = jobs["tracewatch-mlflow-sink"]["dns_sd_configs"]
+    sink = env(services["mlflow-sink"])
+    assert sd["names"] == ["mlflow-sink"] and sd["type"] == "A"
+    assert str(sd["port"]) == sink["TRACEWATCH_MLFLOW_SINK_METRICS_PORT"]
+    assert sink["TRACEWATCH_METRICS_HOST"] == "0.0.0.0"
+    assert f"127.0.0.1:{sd['port']}/metrics" in str(services["mlflow-sink"]["healthcheck"]["test"])
     [api_target] = jobs["tracewatch-api"]["static_configs"][0]["targets"]
     assert api_target == f"api:{flag(command(services['api']), '--port')}"
     for job in jobs.values():
@@ -393,7 +412,7 @@ def parse_cli(args: list[str]) -> dict[str, Any]:
     return dict(cmd.make_context(name, list(args)).params)
 
 
-@pytest.mark.parametrize("name", ["topics", "worker", "api", "fake-judge", "otlp"])
+@pytest.mark.parametrize("name", ["topics", "worker", "api", "fake-judge", "otlp", "mlflow-sink"])
 def test_service_commands_parse(services: dict[str, dict[str, Any]], name: str) -> None:
     service = services[name]
     assert "entrypoint" not in service  # the image's: tracewatch

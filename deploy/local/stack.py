@@ -12,6 +12,11 @@ pip-installed (e.g. first thing in CI).
     python3 deploy/local/stack.py status    # show what is up (exit 0 = all up, 3 = not)
     python3 deploy/local/stack.py down      # stop what `up` started (idempotent)
     python3 deploy/local/stack.py down --purge   # ...and delete Kafka/Redis data
+
+With TRACEWATCH_REDIS_CLUSTER=3, `up` also starts a 3-primary Redis Cluster (no replicas) on
+consecutive ports from TRACEWATCH_REDIS_CLUSTER_PORT, creates it once with
+`redis-cli --cluster create` and waits for cluster_state:ok; `--only redis-cluster` starts
+just that (no Kafka, no single Redis).
 """
 
 from __future__ import annotations
@@ -47,7 +52,12 @@ APT_HINTS = {
     "java": "openjdk-17-jre-headless",
     "mvn": "maven",
     "redis-server": "redis-server",
+    "redis-cli": "redis-tools",
 }
+CLUSTER_SLOTS = 16384
+CLUSTER_BUS_OFFSET = 10000  # a cluster node also listens on port + 10000 (the cluster bus)
+MAX_CLUSTER_NODES = 16
+GROUPS = ("kafka", "redis", "redis-cluster")  # what `--only` selects
 
 
 class StackError(Exception):
@@ -78,6 +88,21 @@ def _env_port(name: str, default: int) -> int:
     return port
 
 
+def _env_cluster_size(name: str) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return 0
+    try:
+        n = int(raw)
+    except ValueError:
+        raise StackError(f"{name}={raw!r} is not a number of cluster primaries") from None
+    if n != 0 and not 3 <= n <= MAX_CLUSTER_NODES:
+        raise StackError(
+            f"{name}={n}: a Redis Cluster needs 3..{MAX_CLUSTER_NODES} primaries (0 or unset: no cluster)"
+        )
+    return n
+
+
 def _env_path(name: str, default: Path) -> Path:
     raw = os.environ.get(name, "").strip()
     return Path(raw).expanduser().resolve() if raw else default
@@ -91,6 +116,8 @@ class Config:
     stack_dir: Path
     cache_dir: Path
     kafka_home: str  # raw $KAFKA_HOME ("" when unset)
+    redis_cluster: int = 0  # number of Redis Cluster primaries (0: no cluster)
+    redis_cluster_port: int = 7000  # first node's port; node i listens on this + i
 
     @classmethod
     def from_env(cls) -> Config:
@@ -101,6 +128,8 @@ class Config:
             stack_dir=_env_path("TRACEWATCH_STACK_DIR", REPO_ROOT / ".stack"),
             cache_dir=_env_path("TRACEWATCH_CACHE_DIR", Path.home() / ".cache" / "tracewatch"),
             kafka_home=os.environ.get("KAFKA_HOME", "").strip(),
+            redis_cluster=_env_cluster_size("TRACEWATCH_REDIS_CLUSTER"),
+            redis_cluster_port=_env_port("TRACEWATCH_REDIS_CLUSTER_PORT", 7000),
         )
         ports = [cfg.kafka_port, cfg.controller_port, cfg.redis_port]
         if len(set(ports)) != len(ports):
@@ -108,7 +137,30 @@ class Config:
                 "TRACEWATCH_KAFKA_PORT, TRACEWATCH_KAFKA_CONTROLLER_PORT and "
                 f"TRACEWATCH_REDIS_PORT must differ (got {ports})"
             )
+        if cfg.redis_cluster:
+            first, last = cfg.cluster_ports[0], cfg.cluster_ports[-1]
+            if last + CLUSTER_BUS_OFFSET > 65535:
+                raise StackError(
+                    f"TRACEWATCH_REDIS_CLUSTER_PORT={first}: the cluster uses ports {first}..{last} and "
+                    f"their bus ports (+{CLUSTER_BUS_OFFSET}), which must stay <= 65535"
+                )
+            used = set(cfg.cluster_ports) | {p + CLUSTER_BUS_OFFSET for p in cfg.cluster_ports}
+            clash = sorted(used & set(ports))
+            if clash:
+                raise StackError(
+                    f"TRACEWATCH_REDIS_CLUSTER_PORT={first}: the cluster's ports {first}..{last} and bus ports "
+                    f"{first + CLUSTER_BUS_OFFSET}..{last + CLUSTER_BUS_OFFSET} collide with "
+                    f"TRACEWATCH_KAFKA_PORT / TRACEWATCH_KAFKA_CONTROLLER_PORT / TRACEWATCH_REDIS_PORT ({clash})"
+                )
         return cfg
+
+    @property
+    def cluster_ports(self) -> list[int]:
+        return [self.redis_cluster_port + i for i in range(self.redis_cluster)]
+
+    @property
+    def cluster_seed(self) -> str:
+        return f"redis+cluster://{HOST}:{self.redis_cluster_port}"
 
     # layout of the state directory
     @property
@@ -130,6 +182,10 @@ class Config:
     @property
     def redis_data(self) -> Path:
         return self.stack_dir / "redis"
+
+    @property
+    def cluster_data(self) -> Path:
+        return self.stack_dir / "redis-cluster"
 
 
 def rel(p: Path) -> str:
@@ -408,6 +464,42 @@ def redis_probe(port: int, timeout: float = 2.0) -> str:
     raise ProtocolError(f"PING answered {reply[:120]!r}" if reply else "no answer to PING")
 
 
+def redis_call(port: int, *args: str, timeout: float = 2.0) -> str:
+    """One Redis command over RESP; the reply as text (simple, bulk or integer replies only).
+
+    OSError if nothing answers, ProtocolError for an error reply or anything unexpected.
+    """
+    req = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(req)
+        buf = b""
+        while b"\r\n" not in buf:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ProtocolError(f"connection closed before answering {args[0]}")
+            buf += chunk
+        head, rest = buf.split(b"\r\n", 1)
+        kind, value = head[:1], head[1:].decode(errors="replace")
+        if kind in (b"+", b":"):
+            return value
+        if kind == b"-":
+            raise ProtocolError(f"{' '.join(args)}: {value}")
+        if kind != b"$":
+            raise ProtocolError(f"{' '.join(args)}: unexpected reply {head[:120]!r}")
+        size = int(value)
+        if size < 0:
+            return ""
+        if len(rest) < size + 2:
+            rest += recv_exact(sock, size + 2 - len(rest))
+        return rest[:size].decode(errors="replace")
+
+
+def parse_info(text: str) -> dict[str, str]:
+    """`key:value` lines of INFO / CLUSTER INFO."""
+    return dict(ln.split(":", 1) for ln in text.splitlines() if ":" in ln and not ln.startswith("#"))
+
+
 # --------------------------------------------------------------------------- tools
 
 
@@ -535,6 +627,8 @@ class Probe:
 class Service:
     name = ""
     apt = ""
+    group = ""  # what `--only` calls it
+    port_var = ""  # the variable that moves it to another port
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -625,6 +719,8 @@ class Service:
 
 class Kafka(Service):
     name = "kafka"
+    group = "kafka"
+    port_var = "TRACEWATCH_KAFKA_PORT"
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
@@ -746,6 +842,8 @@ logger.appinfo.level = WARN
 
 class Redis(Service):
     name = "redis"
+    group = "redis"
+    port_var = "TRACEWATCH_REDIS_PORT"
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
@@ -776,29 +874,67 @@ class Redis(Service):
         # redis-server rewrites its argv ("redis-server 127.0.0.1:6379"), so the config path
         # is gone; but it chdir()s into `dir`, which is our data directory.
         args = pid_cmdline(pid)
-        return bool(args) and "redis-server" in args[0] and pid_cwd(pid) == str(self.cfg.redis_data)
+        return bool(args) and "redis-server" in args[0] and pid_cwd(pid) == str(self.workdir)
+
+    def extra_conf(self) -> str:
+        return ""
 
     def prepare(self) -> list[str]:
         exe = need_tool("redis-server")
         c = self.cfg
         c.conf_dir.mkdir(parents=True, exist_ok=True)
-        c.redis_data.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         conf = f"""\
 # Generated by deploy/local/stack.py -- edits are overwritten on every `up`.
 bind 127.0.0.1
-port {c.redis_port}
+port {self.port}
 protected-mode yes
 daemonize no
-dir "{c.redis_data}"
+dir "{self.workdir}"
 logfile "{self.logfile}"
 loglevel notice
 appendonly yes
 appendfsync everysec
 save ""
 maxmemory-policy noeviction
-"""
+""" + self.extra_conf()
         _write_if_changed(self.conf, conf)
         return [exe, str(self.conf)]
+
+
+class RedisClusterNode(Redis):
+    """One primary of the local Redis Cluster: its own port, directory, AOF and nodes.conf."""
+
+    group = "redis-cluster"
+    port_var = "TRACEWATCH_REDIS_CLUSTER_PORT"
+    PREFIX = "redis-cluster-"
+
+    def __init__(self, cfg: Config, port: int) -> None:
+        super().__init__(cfg)
+        self.port = port
+        self.name = f"{self.PREFIX}{port}"
+        self.conf = cfg.conf_dir / f"{self.name}.conf"
+
+    @property
+    def workdir(self) -> Path:
+        return self.cfg.cluster_data / str(self.port)
+
+    @property
+    def nodes_conf(self) -> Path:
+        return self.workdir / "nodes.conf"
+
+    def address(self) -> str:
+        return f"redis://{HOST}:{self.port}"
+
+    def extra_conf(self) -> str:
+        return f"""\
+cluster-enabled yes
+cluster-config-file "{self.nodes_conf}"
+cluster-node-timeout 5000
+"""
+
+    def cluster_info(self) -> dict[str, str]:
+        return parse_info(redis_call(self.port, "CLUSTER", "INFO"))
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -821,8 +957,97 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 # --------------------------------------------------------------------------- commands
 
 
-def services(cfg: Config) -> list[Service]:
-    return [Kafka(cfg), Redis(cfg)]
+def services(cfg: Config, only: frozenset[str] = frozenset(GROUPS)) -> list[Service]:
+    """What `up` runs: Kafka, Redis, and the cluster's nodes when TRACEWATCH_REDIS_CLUSTER is set."""
+    out: list[Service] = []
+    if "kafka" in only:
+        out.append(Kafka(cfg))
+    if "redis" in only:
+        out.append(Redis(cfg))
+    if "redis-cluster" in only:
+        out += [RedisClusterNode(cfg, port) for port in cfg.cluster_ports]
+    return out
+
+
+def leftover_nodes(cfg: Config, have: list[Service]) -> list[Service]:
+    """Cluster nodes with a pid file that the current config does not name (e.g. started with
+    another TRACEWATCH_REDIS_CLUSTER): `down` stops them too."""
+    names = {svc.name for svc in have}
+    out: list[Service] = []
+    for pidfile in sorted(cfg.run_dir.glob(f"{RedisClusterNode.PREFIX}*.pid")):
+        port = pidfile.stem.removeprefix(RedisClusterNode.PREFIX)
+        if port.isdigit() and pidfile.stem not in names:
+            out.append(RedisClusterNode(cfg, int(port)))
+    return out
+
+
+def _cluster_formed(infos: list[dict[str, str]], n: int) -> bool:
+    return all(
+        info.get("cluster_state") == "ok"
+        and info.get("cluster_slots_assigned") == str(CLUSTER_SLOTS)
+        and info.get("cluster_slots_ok") == str(CLUSTER_SLOTS)
+        and info.get("cluster_known_nodes") == str(n)
+        and info.get("cluster_size") == str(n)
+        for info in infos
+    )
+
+
+def _cluster_infos(nodes: list[RedisClusterNode]) -> list[dict[str, str]]:
+    try:
+        return [node.cluster_info() for node in nodes]
+    except (OSError, ProtocolError) as exc:
+        raise StackError(f"redis-cluster: CLUSTER INFO failed: {exc}") from None
+
+
+def _cluster_summary(infos: list[dict[str, str]], nodes: list[RedisClusterNode]) -> str:
+    return "; ".join(
+        f"{node.port}: state={info.get('cluster_state')} slots={info.get('cluster_slots_assigned')} "
+        f"known_nodes={info.get('cluster_known_nodes')}"
+        for node, info in zip(nodes, infos, strict=True)
+    )
+
+
+def ensure_cluster(cfg: Config, nodes: list[RedisClusterNode], timeout: float = 30.0) -> str:
+    """Create the cluster from fresh nodes once; then wait for cluster_state:ok on every node.
+
+    Nodes that already know each other (a re-`up`, or a restart from their nodes.conf) are
+    never re-created: only waited for.
+    """
+    n = len(nodes)
+    infos = _cluster_infos(nodes)
+    if _cluster_formed(infos, n):
+        return f"already a cluster of {n} primaries, {CLUSTER_SLOTS} slots, cluster_state:ok"
+    fresh = [info.get("cluster_known_nodes") == "1" and info.get("cluster_slots_assigned") == "0" for info in infos]
+    if all(fresh):
+        cli = need_tool("redis-cli")
+        say(f"redis-cluster : creating a {n}-primary cluster on {HOST}:{nodes[0].port}..{nodes[-1].port}")
+        res = _run([
+            cli, "--cluster", "create", *(f"{HOST}:{node.port}" for node in nodes),
+            "--cluster-replicas", "0", "--cluster-yes",
+        ])  # fmt: skip
+        if res.returncode != 0:
+            out = (res.stdout + res.stderr).strip().splitlines()[-30:]
+            raise StackError(f"redis-cli --cluster create failed (exit {res.returncode}):\n" + "\n".join(out))
+        how = "created"
+    elif any(fresh):
+        raise StackError(
+            "redis-cluster: some nodes belong to a cluster and some are empty "
+            f"({_cluster_summary(infos, nodes)}). Start over with: "
+            f"python3 {rel(HERE / 'stack.py')} down --only redis-cluster --purge"
+        )
+    else:
+        how = "rejoined from nodes.conf"
+    deadline = time.monotonic() + timeout
+    while not _cluster_formed(infos, n):
+        if time.monotonic() >= deadline:
+            raise StackError(
+                f"redis-cluster: not cluster_state:ok with {n} primaries and {CLUSTER_SLOTS} slots after "
+                f"{timeout:.0f}s ({_cluster_summary(infos, nodes)}). If its nodes changed, start over with: "
+                f"python3 {rel(HERE / 'stack.py')} down --only redis-cluster --purge"
+            )
+        time.sleep(0.2)
+        infos = _cluster_infos(nodes)
+    return f"{how}: {n} primaries, {CLUSTER_SLOTS} slots, cluster_state:ok"
 
 
 def stop_pids(targets: list[tuple[Service, int]], timeout: float = 30.0) -> None:
@@ -851,12 +1076,19 @@ def stop_pids(targets: list[tuple[Service, int]], timeout: float = 30.0) -> None
         raise StackError(", ".join(f"{s.name}: pid {p} did not die" for s, p in pending))
 
 
+def _only(cfg: Config, args: argparse.Namespace) -> frozenset[str]:
+    only = frozenset(args.only or GROUPS)
+    if args.only and "redis-cluster" in only and not cfg.redis_cluster and args.command != "down":
+        raise StackError("--only redis-cluster: set TRACEWATCH_REDIS_CLUSTER (e.g. 3) to the number of primaries")
+    return only
+
+
 def cmd_up(cfg: Config, args: argparse.Namespace) -> int:
     t0 = time.monotonic()
+    svcs = services(cfg, _only(cfg, args))
     for d in (cfg.stack_dir, cfg.run_dir, cfg.log_dir, cfg.conf_dir):
         d.mkdir(parents=True, exist_ok=True)
-    svcs = services(cfg)
-    kafka = svcs[0]
+    nodes = [svc for svc in svcs if isinstance(svc, RedisClusterNode)]
     started: list[tuple[Service, subprocess.Popen[bytes]]] = []
     notes: dict[str, str] = {}
     with file_lock(cfg.stack_dir / ".lock", "the stack"):
@@ -886,11 +1118,10 @@ def cmd_up(cfg: Config, args: argparse.Namespace) -> int:
                 if res.state == "bad":
                     raise StackError(
                         f"{svc.name}: port {svc.port} is taken by something that is not a working "
-                        f"{svc.name} ({res.detail}). Free it or set "
-                        f"TRACEWATCH_{svc.name.upper()}_PORT."
+                        f"{svc.name} ({res.detail}). Free it or set {svc.port_var}."
                     )
                 to_start.append(svc)
-            if kafka in to_start and port_open(cfg.controller_port):
+            if any(svc.group == "kafka" for svc in to_start) and port_open(cfg.controller_port):
                 raise StackError(
                     f"kafka: controller port {cfg.controller_port} is already in use. "
                     "Free it or set TRACEWATCH_KAFKA_CONTROLLER_PORT."
@@ -899,7 +1130,7 @@ def cmd_up(cfg: Config, args: argparse.Namespace) -> int:
             cmds = {svc.name: svc.prepare() for svc in to_start}
             for svc in to_start:  # Kafka first: it is the slow one; Redis starts meanwhile
                 started.append((svc, svc.spawn(cmds[svc.name])))
-            for svc, proc in sorted(started, key=lambda sp: sp[0].name != "redis"):
+            for svc, proc in sorted(started, key=lambda sp: sp[0].group == "kafka"):
                 res = svc.wait_ready(proc, proc.pid, svc.start_timeout())
                 if res.state != "ok":
                     why = (
@@ -912,6 +1143,8 @@ def cmd_up(cfg: Config, args: argparse.Namespace) -> int:
                         f"--- last 40 lines of {svc.logfile}\n{tail(svc.logfile)}\n---"
                     )
                 notes[svc.name] = f"started (pid {proc.pid}): {res.detail}"
+            if nodes:
+                notes["redis-cluster"] = ensure_cluster(cfg, nodes)
         except BaseException:
             # leave nothing half-started behind
             for svc, proc in started:
@@ -929,6 +1162,8 @@ def cmd_up(cfg: Config, args: argparse.Namespace) -> int:
         say(f"{svc.label()} {svc.address():<28} {notes[svc.name]}")
         if read_pid(svc.pidfile) is not None:
             say(f"{'':8} log: {rel(svc.logfile)}")
+    if nodes:
+        say(f"redis-cluster : {cfg.cluster_seed:<28} {notes['redis-cluster']}")
     say(f"stack up in {time.monotonic() - t0:.1f}s (state in {rel(cfg.stack_dir)})")
     return 0
 
@@ -943,7 +1178,10 @@ def _wait_probe(svc: Service, timeout: float) -> Probe:
 
 
 def cmd_down(cfg: Config, args: argparse.Namespace) -> int:
-    svcs = services(cfg)
+    only = _only(cfg, args)
+    svcs = services(cfg, only)
+    if "redis-cluster" in only:
+        svcs += leftover_nodes(cfg, svcs)
     if not cfg.stack_dir.exists():
         for svc in svcs:
             say(f"{svc.label()} not running (no state in {rel(cfg.stack_dir)})")
@@ -964,7 +1202,8 @@ def cmd_down(cfg: Config, args: argparse.Namespace) -> int:
         for svc in svcs:
             remove_file(svc.pidfile)
         if args.purge:
-            for d in (cfg.kafka_data, cfg.redis_data):
+            dirs = {"kafka": cfg.kafka_data, "redis": cfg.redis_data, "redis-cluster": cfg.cluster_data}
+            for d in (dirs[g] for g in GROUPS if g in only):
                 if d.exists():
                     shutil.rmtree(d)
                     say(f"purged {rel(d)}")
@@ -973,7 +1212,8 @@ def cmd_down(cfg: Config, args: argparse.Namespace) -> int:
 
 def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
     all_up = True
-    for svc in services(cfg):
+    svcs = services(cfg, _only(cfg, args))
+    for svc in svcs:
         pid = svc.our_pid(fix=False) if cfg.stack_dir.exists() else None
         res = svc.probe()
         up = res.state == "ok"
@@ -982,6 +1222,17 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
         detail = res.detail if up else (res.detail if res.state == "bad" else "")
         state = "up" if up else ("starting/unhealthy" if pid else "down")
         say(f"{svc.label()} {state:<5} {svc.address():<28} ({who}) {detail}".rstrip())
+    nodes = [svc for svc in svcs if isinstance(svc, RedisClusterNode)]
+    if nodes:
+        try:
+            infos = [node.cluster_info() for node in nodes]
+        except (OSError, ProtocolError) as exc:
+            ok, detail = False, f"CLUSTER INFO failed: {exc}"
+        else:
+            ok = _cluster_formed(infos, len(nodes))
+            detail = f"{len(nodes)} primaries, cluster_state:ok" if ok else _cluster_summary(infos, nodes)
+        all_up &= ok
+        say(f"redis-cluster : {'up' if ok else 'down':<5} {cfg.cluster_seed:<28} {detail}")
     return 0 if all_up else 3
 
 
@@ -995,6 +1246,9 @@ environment (defaults):
   TRACEWATCH_KAFKA_PORT             9092
   TRACEWATCH_KAFKA_CONTROLLER_PORT  9093
   TRACEWATCH_REDIS_PORT             6379
+  TRACEWATCH_REDIS_CLUSTER          0     (N >= 3: also run an N-primary Redis Cluster, no replicas)
+  TRACEWATCH_REDIS_CLUSTER_PORT     7000  (cluster node i listens on this + i, its bus on that + 10000;
+                                           seed URL redis+cluster://127.0.0.1:<port>)
   TRACEWATCH_STACK_DIR              <repo>/.stack   (config, data, logs, pid files)
   TRACEWATCH_CACHE_DIR              ~/.cache/tracewatch   (Kafka jars, resolved once by Maven)
   KAFKA_HOME                        use $KAFKA_HOME/libs/* instead of Maven, if it is a Kafka install
@@ -1002,10 +1256,20 @@ environment (defaults):
 """,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{up,down,status}")
-    sub.add_parser("up", help="start Kafka and Redis (idempotent) and wait until both answer")
+    p_up = sub.add_parser(
+        "up",
+        help="start Kafka and Redis (and the Redis Cluster if TRACEWATCH_REDIS_CLUSTER is set; "
+        "idempotent) and wait until all answer",
+    )
     p_down = sub.add_parser("down", help="stop what `up` started (idempotent)")
-    p_down.add_argument("--purge", action="store_true", help="also delete the Kafka and Redis data")
-    sub.add_parser("status", help="show whether each service answers (exit 3 if one is down)")
+    p_down.add_argument("--purge", action="store_true", help="also delete the data (of the --only services)")
+    p_status = sub.add_parser("status", help="show whether each service answers (exit 3 if one is down)")
+    for p in (p_up, p_down, p_status):
+        p.add_argument(
+            "--only", action="append", choices=GROUPS, metavar="SERVICE",
+            help=f"only this service, repeatable ({', '.join(GROUPS)}; default: all). "
+            "redis-cluster needs TRACEWATCH_REDIS_CLUSTER, except for down",
+        )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         cfg = Config.from_env()

@@ -49,6 +49,10 @@ class UserEvent:
     created_ms: int
     rationale: str | None = None
     metadata: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    """Why a vote has no value: MLflow's `AssessmentError` (`error_code`, `error_message`, `stack_trace`)."""
+    span_id: str | None = None
+    """The span the vote or ground truth is about (the assessment's `span_id`); None: the whole trace."""
 
 
 def result_id(a: Assessment) -> str:
@@ -84,6 +88,11 @@ def _json_value(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS))
 
 
+def _error(given: dict[str, Any]) -> dict[str, str]:
+    """MLflow's `AssessmentError`: its string fields that are set (non-strings as JSON)."""
+    return {k: _text(given[k]) for k in ("error_code", "error_message", "stack_trace") if given.get(k) is not None}
+
+
 def score_payload(a: Assessment, rid: str) -> dict[str, Any]:
     """A scorer result as an MLflow `Feedback` (CreateAssessment's `assessment` field)."""
     source_type = a.source.source_type if a.source.source_type in _SOURCE_TYPES else AssessmentSourceType.CODE
@@ -116,7 +125,11 @@ def score_payload(a: Assessment, rid: str) -> dict[str, Any]:
 
 
 def event_payload(e: UserEvent, *, overrides: str | None = None) -> dict[str, Any]:
-    """A vote as an MLflow `Feedback` (overriding the user's earlier vote), ground truth as an `Expectation`."""
+    """A vote as an MLflow `Feedback` (overriding the user's earlier vote), ground truth as an `Expectation`.
+
+    A vote with an `error` is a feedback without a value (MLflow's rule, as `log_feedback(error=...)`
+    writes it); an expectation has no error in MLflow, so an event's `error` is not sent with one.
+    """
     source_type = e.source_type if e.source_type in _SOURCE_TYPES else AssessmentSourceType.HUMAN
     body: dict[str, Any] = {
         "assessment_name": e.name,
@@ -131,8 +144,12 @@ def event_payload(e: UserEvent, *, overrides: str | None = None) -> dict[str, An
             body["expectation"] = {"value": e.value}
         else:  # lists and objects: MLflow stores them serialized, as its client does
             body["expectation"] = {"serialized_value": {"serialization_format": "JSON_FORMAT", "value": _text(e.value)}}
+    elif e.error is not None:
+        body["feedback"] = {"value": None, "error": _error(e.error)}
     else:
         body["feedback"] = {"value": _json_value(e.value)}
+    if e.span_id:
+        body["span_id"] = e.span_id
     if e.rationale is not None:
         body["rationale"] = e.rationale
     if overrides:

@@ -225,7 +225,7 @@ class MlflowSink:
                     await self._guard.done(e.event_id, mine)
                     self._m.duplicates.labels(kind).inc()
                     return SinkOutcome("duplicate", assessment_id=mine)
-                current = _current(found, e.name, e.source_id, kind)
+                current = _current(found, e.name, e.source_id, kind, e.span_id)
                 if current is not None and current[1] > e.created_ms:
                     self._m.skipped.labels("superseded").inc()
                     return SinkOutcome("skipped", "superseded")
@@ -260,8 +260,10 @@ def _ours(found: list[dict[str, Any]], name: str, source_id: str, rid: str) -> s
     return None
 
 
-def _current(found: list[dict[str, Any]], name: str, source_id: str, kind: str) -> tuple[str, int] | None:
-    """The user's valid assessment of this name (the one a new vote overrides) and its time."""
+def _current(
+    found: list[dict[str, Any]], name: str, source_id: str, kind: str, span_id: str | None = None
+) -> tuple[str, int] | None:
+    """The user's valid assessment of this name on the same span (or the whole trace): the one a new vote overrides."""
     field = "expectation" if kind == "expectation" else "feedback"
     best: tuple[str, int] | None = None
     for a in found:
@@ -269,6 +271,7 @@ def _current(found: list[dict[str, Any]], name: str, source_id: str, kind: str) 
             a.get("assessment_name") != name
             or (a.get("source") or {}).get("source_id") != source_id
             or field not in a
+            or (a.get("span_id") or None) != (span_id or None)
             or a.get("valid") is False
         ):
             continue

@@ -46,6 +46,8 @@ def _event(e: FeedbackEvent) -> UserEvent:
         created_ms=e.created_ms,
         rationale=e.rationale,
         metadata=e.metadata,
+        error=e.error,
+        span_id=e.span_id,
     )
 
 

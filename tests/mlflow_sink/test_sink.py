@@ -316,6 +316,55 @@ async def test_changed_vote_overrides_and_a_stale_one_is_superseded() -> None:
     assert value(reg, "tracewatch_mlflow_sink_written_total", kind="vote") == 2
 
 
+async def test_a_vote_with_an_error_is_sent_as_mlflow_feedback_error() -> None:
+    server = FakeMlflow({"tr-1"})
+    sink, _, _, _ = make_sink(server)
+    error = {"error_code": "RATE_LIMITED", "error_message": "judge busy", "stack_trace": "Traceback ..."}
+    out = await sink.write_event(vote(None, error=error, rationale="could not judge"))
+    assert out.state == "written"
+    (body,) = server.created  # the CreateAssessment request body, as MLflow's `Feedback.to_proto` shapes it
+    assert body["feedback"] == {"value": None, "error": error}
+    assert body["rationale"] == "could not judge" and "span_id" not in body
+    partial = event_payload(vote(None, error={"error_code": "E", "error_message": None, "stack_trace": 3}))
+    assert partial["feedback"] == {"value": None, "error": {"error_code": "E", "stack_trace": "3"}}
+
+
+async def test_a_vote_and_an_expectation_on_a_span_carry_its_span_id() -> None:
+    server = FakeMlflow({"tr-1"})
+    sink, _, _, _ = make_sink(server)
+    assert (await sink.write_event(vote(True, span_id="sp-7"))).state == "written"
+    gt = vote("Paris", kind="expectation", name="expected_response", event_id="ev-2", span_id="sp-7")
+    assert (await sink.write_event(gt)).state == "written"
+    fb, ex = server.created
+    assert fb["span_id"] == "sp-7" and fb["trace_id"] == "tr-1" and fb["feedback"] == {"value": True}
+    assert ex["span_id"] == "sp-7" and ex["expectation"] == {"value": "Paris"} and "feedback" not in ex
+    assert "error" not in event_payload(vote("x", kind="expectation", error={"error_code": "E"}))["expectation"]
+
+
+async def test_a_vote_overrides_only_the_users_vote_on_the_same_span() -> None:
+    server = FakeMlflow({"tr-1"})
+    sink, _, _, _ = make_sink(server)
+    on_a = await sink.write_event(vote(True, created_ms=1_000, event_id="e1", span_id="sp-a"))
+    on_b = await sink.write_event(vote(False, created_ms=2_000, event_id="e2", span_id="sp-b"))
+    on_trace = await sink.write_event(vote(True, created_ms=3_000, event_id="e3"))
+    again_a = await sink.write_event(vote(False, created_ms=4_000, event_id="e4", span_id="sp-a"))
+    assert on_a.state == on_b.state == on_trace.state == again_a.state == "written"
+    assert [b.get("overrides") for b in server.created] == [None, None, None, on_a.assessment_id]
+
+
+def test_the_loop_passes_error_and_span_id_from_the_feedback_topic() -> None:
+    from stream._events import FeedbackEvent
+    from stream.mlflow._loop import _event
+
+    raw = FeedbackEvent.from_json(
+        orjson.dumps({"trace_id": "tr-1", "name": "n", "error": {"error_code": "E"}, "span_id": "sp-1"})
+    )
+    e = _event(raw)
+    assert (e.error, e.span_id) == ({"error_code": "E"}, "sp-1")
+    plain = _event(FeedbackEvent.from_json(orjson.dumps({"trace_id": "tr-1", "name": "n", "value": 1})))
+    assert (plain.error, plain.span_id) == (None, None)
+
+
 # ------------------------------------------------------------------- the trace-wait grace
 
 
