@@ -1,6 +1,6 @@
-"""Peer: `mlflow.genai.evaluate` on a trace sample, run inside `bench/.venv-mlflow`.
+"""Peer: `mlflow.genai.evaluate` on a trace sample, run inside the MLflow venv (`tests/mlflow_venv.py`).
 
-    bench/.venv-mlflow/bin/python bench/mlflow_run.py TRACES.jsonl WORKDIR [--limiter-off]
+    $(python3 tests/mlflow_venv.py) bench/mlflow_run.py TRACES.jsonl WORKDIR [--limiter-off]
 
 Imports only mlflow and the standard library (the venv has no tracewatch). The three
 scorers are the bench's three code scorers written with `mlflow.genai.scorers.scorer`.

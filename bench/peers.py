@@ -1,7 +1,7 @@
 """Scenario 4, peers: the same three scorers in `mlflow.genai.evaluate` and in a faust agent.
 
-(a) mlflow: a private venv `bench/.venv-mlflow` (created on first run with `python -m venv`
-and pip; gitignored) runs `bench/mlflow_run.py` on a sample of the corpus (200 traces,
+(a) mlflow: the project's MLflow venv (`tests/mlflow_venv.py`: MLflow pinned, built on first
+use under the cache folder, shared with the tests) runs `bench/mlflow_run.py` on a sample of the corpus (200 traces,
 throughput extrapolated), tracking into a throw-away SQLite store. If the venv cannot be
 built, the row says "unavailable" and why.
 
@@ -38,39 +38,22 @@ from bench._infra import (
 
 __all__ = ["run"]
 
-VENV = REPO / "bench" / ".venv-mlflow"
-MLFLOW_SPEC = "mlflow>=3.1"
-
-
-def _venv_python() -> Path:
-    return VENV / "bin" / "python"
-
-
 def ensure_mlflow_venv(ctx: Context) -> tuple[Path | None, str]:
-    """The venv's python once mlflow imports there (building it if needed), or (None, why)."""
-    py = _venv_python()
-    if py.exists():
-        check = subprocess.run([str(py), "-c", "import mlflow, sys; print(mlflow.__version__)"],
-                               capture_output=True, text=True)
-        if check.returncode == 0:
-            return py, check.stdout.strip()
-    with ctx.task("peers: building bench/.venv-mlflow (first run only)", None) as update:
-        log = ctx.log_dir / "mlflow-venv.log"
-        with open(log, "w") as fh:
-            if not py.exists():
-                made = subprocess.run([sys.executable, "-m", "venv", str(VENV)], stdout=fh, stderr=fh)
-                if made.returncode != 0:
-                    return None, f"python -m venv failed (see {log})"
-            update(note="pip install mlflow ...")
-            pip = subprocess.run([str(py), "-m", "pip", "install", "-q", MLFLOW_SPEC], stdout=fh, stderr=fh)
-        if pip.returncode != 0:
-            tail = log.read_text()[-400:].strip().replace("\n", " ")
-            return None, f"pip install {MLFLOW_SPEC} failed: {tail}"
-    check = subprocess.run([str(py), "-c", "import mlflow; print(mlflow.__version__)"],
-                           capture_output=True, text=True)
-    if check.returncode != 0:
-        return None, f"mlflow does not import in the venv: {check.stderr[-300:]}"
-    return py, check.stdout.strip()
+    """The MLflow venv's python and MLflow's version, or (None, why).
+
+    The one MLflow venv of the project (`tests/mlflow_venv.py`, pinned, shared with the parity
+    and integration tests), built on first use.
+    """
+    from tests.mlflow_venv import MLFLOW_VERSION, VENV, mlflow_python
+
+    with ctx.task(f"peers: MLflow venv {VENV} (built on first use)", None):
+        try:
+            py = mlflow_python()
+        except subprocess.CalledProcessError as exc:
+            return None, f"building the MLflow venv failed: {exc}"
+    if py is None:
+        return None, "mlflow does not import in the MLflow venv (python3 tests/mlflow_venv.py)"
+    return py, MLFLOW_VERSION
 
 
 def run_mlflow(ctx: Context, sample: int) -> dict[str, Any]:
